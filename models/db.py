@@ -1,0 +1,55 @@
+"""Engine and session factory; the URL is always passed in."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+_factories: dict[str, sessionmaker[Session]] = {}
+_lock = threading.Lock()
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    """An engine tuned for short transactions (PostgreSQL) or the embedded SQLite file."""
+    if is_sqlite(url):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+
+
+def session_factory(url: str, pool_size: int = 5) -> sessionmaker[Session]:
+    """One sessionmaker per URL per process (its engine holds the connection pool)."""
+    factory = _factories.get(url)
+    if factory is None:
+        with _lock:
+            factory = _factories.get(url)
+            if factory is None:
+                factory = sessionmaker(make_engine(url, pool_size), expire_on_commit=False)
+                _factories[url] = factory
+    return factory
+
+
+def dispose_all(close: bool = True) -> None:
+    """Drop every pooled connection of this process.
+
+    After a fork pass `close=False`: the child forgets the parent's connections without
+    closing sockets the parent still uses.
+    """
+    with _lock:
+        for factory in _factories.values():
+            factory.kw["bind"].dispose(close=close)
+        _factories.clear()

@@ -1,0 +1,83 @@
+"""The durable flow log: one run per create, one row per step that took effect.
+
+Flow states and their edges:
+
+    running       -> succeeded       the cast was sent (volume_cast recorded)
+    running       -> compensating    a step failed, its errback fired, or the sweeper gave up waiting
+    compensating  -> reverted        every recorded step was undone, in reverse
+    compensating  -> needs_attention compensation kept failing; an operator must look
+
+Step states: `done` (the effect committed with this row) and `reverted` (its compensation
+committed with the update). A step is never recorded without its effect, nor the reverse.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models import Base, utcnow
+
+
+class FlowState(str, enum.Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    COMPENSATING = "compensating"
+    REVERTED = "reverted"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+TERMINAL_STATES = frozenset({FlowState.SUCCEEDED, FlowState.REVERTED, FlowState.NEEDS_ATTENTION})
+
+# (from, to) pairs that may happen; everything else is a bug.
+TRANSITIONS = frozenset(
+    {
+        (FlowState.RUNNING, FlowState.SUCCEEDED),
+        (FlowState.RUNNING, FlowState.COMPENSATING),
+        (FlowState.COMPENSATING, FlowState.REVERTED),
+        (FlowState.COMPENSATING, FlowState.NEEDS_ATTENTION),
+    }
+)
+
+
+class StepState(str, enum.Enum):
+    DONE = "done"
+    REVERTED = "reverted"
+
+
+class FlowRun(Base):
+    __tablename__ = "flow_runs"
+    __table_args__ = (
+        Index("ix_flow_runs_state_progress", "state", "progress_at"),
+        UniqueConstraint("project_id", "idempotency_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), default="create_volume")
+    volume_id: Mapped[str] = mapped_column(String(36), index=True)
+    project_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(32), default=FlowState.RUNNING.value)
+    request: Mapped[dict]
+    error: Mapped[dict | None]
+    failed_step: Mapped[str | None] = mapped_column(String(64))
+    root_task_id: Mapped[str | None] = mapped_column(String(36))
+    compensation_attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    progress_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class FlowStep(Base):
+    __tablename__ = "flow_steps"
+
+    flow_id: Mapped[str] = mapped_column(ForeignKey("flow_runs.id"), primary_key=True)
+    step: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32), default=StepState.DONE.value)
+    result: Mapped[dict]
+    done_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reverted_at: Mapped[datetime | None]

@@ -1,0 +1,157 @@
+"""Project-scoped lookups for the create flow: a project never sees another project's rows.
+
+Anything the caller may not see is reported exactly like something that does not exist.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import Session
+
+from models.image import Image
+from models.service import VOLUME_BINARY, Service
+from models.snapshot import Snapshot
+from models.volume import Volume
+from models.volume_type import Encryption, QosSpecs, VolumeType, VolumeTypeProject
+from tasks import errors
+from tasks.context import CreateContext
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def is_uuid_like(value: object) -> bool:
+    return isinstance(value, str) and bool(UUID_RE.match(value))
+
+
+def _type_visible(ctx: CreateContext):
+    if ctx.is_admin:
+        return True
+    return or_(
+        VolumeType.is_public.is_(True),
+        exists().where(VolumeTypeProject.volume_type_id == VolumeType.id, VolumeTypeProject.project_id == ctx.project_id),
+    )
+
+
+def volume_type_by_name_or_id(session: Session, ctx: CreateContext, ref: str) -> VolumeType:
+    """Resolve a requested type by id or name; 404 for unknown or private-to-others types."""
+    base = select(VolumeType).where(VolumeType.deleted.is_(False), _type_visible(ctx))
+    if is_uuid_like(ref):
+        found = session.scalar(base.where(VolumeType.id == ref))
+        if found is None:
+            found = session.scalar(base.where(VolumeType.name == ref))
+        if found is None:
+            raise errors.VolumeTypeNotFound(volume_type_id=ref)
+        return found
+    found = session.scalar(base.where(VolumeType.name == ref))
+    if found is None:
+        raise errors.VolumeTypeNotFoundByName(volume_type_name=ref)
+    return found
+
+
+def volume_type_by_id(session: Session, type_id: str) -> VolumeType | None:
+    return session.get(VolumeType, type_id)
+
+
+def default_volume_type(session: Session, name: str) -> VolumeType:
+    found = session.scalar(select(VolumeType).where(VolumeType.name == name, VolumeType.deleted.is_(False)))
+    if found is None:
+        raise errors.VolumeTypeDefaultMisconfiguredError(volume_type_name=name)
+    return found
+
+
+def snapshot(session: Session, ctx: CreateContext, snapshot_id: str) -> Snapshot:
+    query = select(Snapshot).where(Snapshot.id == snapshot_id, Snapshot.deleted.is_(False))
+    if not ctx.is_admin:
+        query = query.where(Snapshot.project_id == ctx.project_id)
+    found = session.scalar(query) if is_uuid_like(snapshot_id) else None
+    if found is None:
+        raise errors.SnapshotNotFound(snapshot_id=snapshot_id)
+    return found
+
+
+def volume(session: Session, ctx: CreateContext, volume_id: str, for_update: bool = False) -> Volume:
+    query = select(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False))
+    if not ctx.is_admin:
+        query = query.where(Volume.project_id == ctx.project_id)
+    if for_update:
+        query = query.with_for_update()
+    found = session.scalar(query) if is_uuid_like(volume_id) else None
+    if found is None:
+        raise errors.VolumeNotFound(volume_id=volume_id)
+    return found
+
+
+def _image_visible(ctx: CreateContext):
+    if ctx.is_admin:
+        return True
+    return or_(Image.visibility.in_(["public", "community"]), Image.owner == ctx.project_id)
+
+
+def resolve_image_ref(session: Session, ctx: CreateContext, image_ref: str) -> Image:
+    """Cinder's imageRef rules: the last path segment as an id, else a unique name."""
+    candidate = image_ref.rstrip("/").rsplit("/", 1)[-1]
+    if is_uuid_like(candidate):
+        found = session.scalar(select(Image).where(Image.id == candidate, _image_visible(ctx)))
+        if found is not None:
+            return found
+    matches = session.scalars(select(Image).where(Image.name == image_ref, _image_visible(ctx)).limit(2)).all()
+    if len(matches) > 1:
+        raise errors.MultipleImageMatches(image_ref=image_ref)
+    if not matches:
+        raise errors.InvalidImageRef()
+    return matches[0]
+
+
+def image(session: Session, ctx: CreateContext, image_id: str) -> Image:
+    found = session.scalar(select(Image).where(Image.id == image_id, _image_visible(ctx)))
+    if found is None:
+        raise errors.ImageNotFound(image_id=image_id)
+    return found
+
+
+def encryption_spec(session: Session, type_id: str) -> Encryption | None:
+    return session.get(Encryption, type_id)
+
+
+def qos_specs(session: Session, vtype: VolumeType) -> dict | None:
+    if not vtype.qos_specs_id:
+        return None
+    qos = session.get(QosSpecs, vtype.qos_specs_id)
+    return dict(qos.specs) if qos and qos.specs else None
+
+
+def volume_service_count(session: Session) -> int:
+    return len(session.scalars(select(Service.id).where(Service.binary == VOLUME_BINARY)).all())
+
+
+class ZoneCache:
+    """Valid availability zones (storage zone + volume services' zones), cached per process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._zones: frozenset[str] | None = None
+        self._loaded_at = 0.0
+
+    def get(self, session: Session, storage_zone: str, max_age: float, refresh: bool = False) -> frozenset[str]:
+        now = time.monotonic()
+        with self._lock:
+            if not refresh and self._zones is not None and now - self._loaded_at < max_age:
+                return self._zones
+        zones = set(session.scalars(select(Service.availability_zone).where(Service.binary == VOLUME_BINARY)))
+        zones.add(storage_zone)
+        with self._lock:
+            self._zones = frozenset(zones)
+            self._loaded_at = now
+            return self._zones
+
+
+ZONES = ZoneCache()
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())

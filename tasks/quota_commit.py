@@ -1,0 +1,46 @@
+"""quota_commit: turn this flow's reservations into usage.
+
+Requires: reservations, deltas
+Provides: committed
+Reversion strategy: give the committed usage back (Cinder's negative reserve + commit, as one
+    step), and clear the volume's `use_quota`, so the row kept in `error` no longer counts.
+Redelivery: the usage change and this step's record commit together.
+Expired reservations: if any reservation of the flow was expired meanwhile, the step fails
+    (ReservationExpired) instead of committing a partial or unreserved amount.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from models import utcnow
+from models.flow_log import FlowRun
+from models.volume import Volume
+from tasks import errors, quota_engine
+from tasks.context import CreateContext
+from tasks.runner import StepEnv
+
+name = "quota_commit"
+
+
+class ReservationExpired(errors.VolchainError):
+    message = "The quota reservation of volume %(volume_id)s expired before it was committed."
+
+
+def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+    reservations = ctx.reservations or []
+    committed = quota_engine.commit(session, reservations)
+    if committed != len(reservations):
+        raise ReservationExpired(volume_id=ctx.volume_id)
+    return {"committed": True}
+
+
+def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:
+    deltas = records["quota_reserve"]["deltas"]
+    quota_engine.release(session, flow.project_id, deltas)
+    session.execute(
+        update(Volume).where(Volume.id == flow.volume_id).values(use_quota=False, updated_at=utcnow())
+    )

@@ -1,0 +1,423 @@
+"""Cinder's quota engine: limits, reserve, commit, rollback, expire, release.
+
+Every function runs inside the caller's transaction (a `Session` already begun) and never
+commits, so a chain step can record its flow-log row in the same transaction as the quota change.
+
+Locking (PostgreSQL; SQLite serialises writers anyway): usage rows are locked with
+`SELECT ... FOR UPDATE` ordered by id, then reservation rows. Every caller that also locks its
+flow row locks it first, so the global order is flow -> usages -> reservations -> volume.
+A missing usage row is created with `INSERT ... ON CONFLICT DO NOTHING` and then locked: two
+concurrent first reservations of a project serialise on the unique key instead of failing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable, Mapping
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from models import utcnow
+from models.quota import Quota, QuotaClass, QuotaUsage, Reservation
+from models.snapshot import Snapshot
+from models.volume import Volume
+from models.volume_type import VolumeType
+from tasks import errors
+
+INT_MAX = 2147483647
+DEFAULT_CLASS = "default"
+BASE_RESERVABLE = ("volumes", "gigabytes", "snapshots", "backups", "backup_gigabytes", "groups")
+LIMIT_ONLY = ("per_volume_gigabytes",)
+PER_TYPE_BASES = ("volumes", "gigabytes", "snapshots")
+
+# Cinder's config defaults, used when neither the project nor the default class has a row.
+CONFIG_DEFAULTS: dict[str, int] = {
+    "volumes": 10,
+    "snapshots": 10,
+    "gigabytes": 1000,
+    "backups": 10,
+    "backup_gigabytes": 1000,
+    "per_volume_gigabytes": -1,
+    "groups": 10,
+}
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """The quota options that shape the engine (Cinder's names)."""
+
+    reservation_expire: int = 86400
+    until_refresh: int = 0
+    max_age: int = 0
+    no_snapshot_gb_quota: bool = False
+    defaults: Mapping[str, int] = field(default_factory=lambda: dict(CONFIG_DEFAULTS))
+
+
+def per_type_deltas(deltas: Mapping[str, int], type_name: str) -> dict[str, int]:
+    """Cinder's add_volume_type_opts: copy volumes/gigabytes/snapshots to `<res>_<type name>`."""
+    out = dict(deltas)
+    for res in PER_TYPE_BASES:
+        if res in deltas:
+            out[f"{res}_{type_name}"] = deltas[res]
+    return out
+
+
+def _split_type_resource(resource: str) -> tuple[str, str | None]:
+    for base in PER_TYPE_BASES:
+        if resource.startswith(base + "_") and resource != "backup_gigabytes":
+            return base, resource[len(base) + 1 :]
+    return resource, None
+
+
+def _check_known(session: Session, names: Iterable[str], allowed: tuple[str, ...]) -> None:
+    unknown = []
+    type_names: set[str] = set()
+    for name in names:
+        base, type_name = _split_type_resource(name)
+        if type_name is None:
+            if name not in allowed:
+                unknown.append(name)
+        else:
+            type_names.add(type_name)
+    if type_names:
+        known = set(session.scalars(select(VolumeType.name).where(VolumeType.name.in_(type_names))))
+        unknown.extend(n for n in names if _split_type_resource(n)[1] in type_names - known)
+    if unknown:
+        raise errors.QuotaResourceUnknown(unknown=sorted(unknown))
+
+
+def get_limits(
+    session: Session, project_id: str, resources: Iterable[str], config: QuotaConfig
+) -> dict[str, int]:
+    """Limit per resource: project row, else default class row, else config default, else -1."""
+    names = list(resources)
+    project = dict(
+        session.execute(
+            select(Quota.resource, Quota.hard_limit).where(
+                Quota.project_id == project_id, Quota.resource.in_(names)
+            )
+        ).all()
+    )
+    missing = [n for n in names if n not in project]
+    klass = {}
+    if missing:
+        klass = dict(
+            session.execute(
+                select(QuotaClass.resource, QuotaClass.hard_limit).where(
+                    QuotaClass.class_name == DEFAULT_CLASS, QuotaClass.resource.in_(missing)
+                )
+            ).all()
+        )
+    limits = {}
+    for name in names:
+        if name in project:
+            limits[name] = project[name]
+        elif name in klass:
+            limits[name] = klass[name]
+        else:
+            limits[name] = config.defaults.get(name, -1)
+    return limits
+
+
+def limit_check(session: Session, project_id: str, config: QuotaConfig, **values: int) -> None:
+    """Check non-reservable limits (per_volume_gigabytes); raise OverQuota when exceeded."""
+    unders = sorted(k for k, v in values.items() if v < 0)
+    if unders:
+        raise errors.InvalidQuotaValue(unders=unders)
+    _check_known(session, values, LIMIT_ONLY)
+    limits = get_limits(session, project_id, values, config)
+    overs = sorted(k for k, v in values.items() if limits[k] >= 0 and limits[k] < v)
+    if overs:
+        raise errors.OverQuota(overs=overs, quotas=limits, usages={})
+
+
+def sync_usage(session: Session, project_id: str, resource: str, config: QuotaConfig) -> int:
+    """Recount one resource from the rows that consume it."""
+    base, type_name = _split_type_resource(resource)
+    vol_filter = [Volume.project_id == project_id, Volume.deleted.is_(False), Volume.use_quota.is_(True)]
+    snap_filter = [Snapshot.project_id == project_id, Snapshot.deleted.is_(False), Snapshot.use_quota.is_(True)]
+    if type_name is not None:
+        type_ids = select(VolumeType.id).where(VolumeType.name == type_name).scalar_subquery()
+        vol_filter.append(Volume.volume_type_id.in_(type_ids))
+        snap_filter.append(Snapshot.volume_type_id.in_(type_ids))
+    if base == "volumes":
+        return session.scalar(select(func.count()).select_from(Volume).where(*vol_filter)) or 0
+    if base == "gigabytes":
+        total = session.scalar(select(func.coalesce(func.sum(Volume.size), 0)).where(*vol_filter)) or 0
+        if not config.no_snapshot_gb_quota:
+            total += session.scalar(select(func.coalesce(func.sum(Snapshot.volume_size), 0)).where(*snap_filter)) or 0
+        return int(total)
+    if base == "snapshots":
+        return session.scalar(select(func.count()).select_from(Snapshot).where(*snap_filter)) or 0
+    return 0  # backups and groups: not supported yet, nothing consumes them
+
+
+def _insert_ignore(session: Session):
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, QuotaUsage]:
+    rows = session.scalars(
+        select(QuotaUsage)
+        .where(QuotaUsage.project_id == project_id, QuotaUsage.resource.in_(list(resources)))
+        .order_by(QuotaUsage.id)
+        .with_for_update()
+    ).all()
+    return {row.resource: row for row in rows}
+
+
+def _resolve_expire(expire) -> datetime:
+    now = utcnow()
+    if expire is None:
+        raise errors.InvalidReservationExpiration(expire=expire)
+    if isinstance(expire, bool):
+        raise errors.InvalidReservationExpiration(expire=expire)
+    if isinstance(expire, int):
+        return now + timedelta(seconds=expire)
+    if isinstance(expire, timedelta):
+        return now + expire
+    if isinstance(expire, datetime):
+        return expire
+    raise errors.InvalidReservationExpiration(expire=expire)
+
+
+def reserve(
+    session: Session,
+    project_id: str,
+    deltas: Mapping[str, int],
+    config: QuotaConfig,
+    expire: int | timedelta | datetime | None = None,
+) -> list[str]:
+    """Reserve `deltas` for a project; return reservation uuids in delta order, or raise OverQuota."""
+    expire_at = _resolve_expire(config.reservation_expire if expire is None else expire)
+    names = list(deltas)
+    _check_known(session, names, BASE_RESERVABLE)
+    limits = get_limits(session, project_id, names, config)
+
+    usages = _lock_usages(session, project_id, names)
+    missing = [n for n in names if n not in usages]
+    if missing:
+        insert = _insert_ignore(session)
+        now = utcnow()
+        session.execute(
+            insert(QuotaUsage)
+            .values(
+                [
+                    {
+                        "project_id": project_id,
+                        "resource": name,
+                        "in_use": sync_usage(session, project_id, name, config),
+                        "reserved": 0,
+                        "until_refresh": config.until_refresh or None,
+                        "created_at": now,
+                    }
+                    for name in missing
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["project_id", "resource"])
+        )
+        usages = _lock_usages(session, project_id, names)
+
+    now = utcnow()
+    for name in names:
+        usage = usages[name]
+        refresh = usage.in_use < 0
+        if usage.until_refresh is not None:
+            usage.until_refresh -= 1
+            refresh = refresh or usage.until_refresh <= 0
+        if config.max_age and usage.updated_at and (now - usage.updated_at).total_seconds() >= config.max_age:
+            refresh = True
+        if refresh:
+            usage.in_use = sync_usage(session, project_id, name, config)
+            usage.until_refresh = config.until_refresh or None
+        elif config.until_refresh and (usage.until_refresh is None or usage.until_refresh > config.until_refresh):
+            usage.until_refresh = config.until_refresh
+        elif not config.until_refresh:
+            usage.until_refresh = None
+
+    for name, delta in deltas.items():
+        usage = usages[name]
+        if delta > 0 and (usage.in_use + usage.reserved + delta > INT_MAX or usage.reserved + delta > INT_MAX):
+            raise errors.QuotaUsageOverflow(resource=name, limit=INT_MAX)
+
+    overs = sorted(
+        name
+        for name, delta in deltas.items()
+        if limits[name] >= 0 and delta >= 0 and limits[name] < delta + usages[name].in_use + usages[name].reserved
+    )
+    if overs:
+        raise errors.OverQuota(
+            overs=overs,
+            quotas=limits,
+            usages={n: {"in_use": u.in_use, "reserved": u.reserved} for n, u in usages.items()},
+        )
+
+    uuids = []
+    rows = []
+    for name, delta in deltas.items():
+        usage = usages[name]
+        rid = str(uuid.uuid4())
+        uuids.append(rid)
+        rows.append(
+            {"uuid": rid, "usage_id": usage.id, "project_id": project_id, "resource": name,
+             "delta": delta, "expire": expire_at, "created_at": now}
+        )
+        if delta > 0:
+            usage.reserved += delta
+        usage.updated_at = now
+    session.execute(Reservation.__table__.insert(), rows)
+    session.flush()
+    return uuids
+
+
+def _lock_reservations(session: Session, uuids: Iterable[str]) -> list[Reservation]:
+    uuids = list(uuids)
+    if not uuids:
+        return []
+    usage_ids = list(session.scalars(select(Reservation.usage_id).where(Reservation.uuid.in_(uuids))))
+    if not usage_ids:
+        return []
+    usages = {
+        u.id: u
+        for u in session.scalars(
+            select(QuotaUsage).where(QuotaUsage.id.in_(usage_ids)).order_by(QuotaUsage.id).with_for_update()
+        )
+    }
+    reservations = session.scalars(
+        select(Reservation).where(Reservation.uuid.in_(uuids)).order_by(Reservation.id).with_for_update()
+    ).all()
+    for r in reservations:
+        r._usage = usages[r.usage_id]  # type: ignore[attr-defined]
+    return list(reservations)
+
+
+def commit(session: Session, uuids: Iterable[str]) -> int:
+    """Move reserved deltas into in_use; return how many reservations were still pending."""
+    reservations = _lock_reservations(session, uuids)
+    now = utcnow()
+    for r in reservations:
+        usage = r._usage  # type: ignore[attr-defined]
+        if r.delta >= 0:
+            usage.reserved -= min(r.delta, usage.reserved)
+            usage.in_use += r.delta
+        else:
+            usage.in_use += max(r.delta, -usage.in_use)
+        usage.updated_at = now
+    _delete_reservations(session, reservations)
+    return len(reservations)
+
+
+def rollback(session: Session, uuids: Iterable[str]) -> int:
+    """Release reserved deltas without using them; return how many were still pending."""
+    reservations = _lock_reservations(session, uuids)
+    now = utcnow()
+    for r in reservations:
+        usage = r._usage  # type: ignore[attr-defined]
+        if r.delta >= 0:
+            usage.reserved -= min(r.delta, usage.reserved)
+        usage.updated_at = now
+    _delete_reservations(session, reservations)
+    return len(reservations)
+
+
+def _delete_reservations(session: Session, reservations: list[Reservation]) -> None:
+    if reservations:
+        session.execute(delete(Reservation).where(Reservation.id.in_([r.id for r in reservations])))
+        for r in reservations:
+            session.expunge(r)
+    session.flush()
+
+
+def release(session: Session, project_id: str, deltas: Mapping[str, int]) -> None:
+    """Give back committed usage: Cinder's reserve-then-commit of negative deltas, in one step.
+
+    `deltas` are the positive amounts that were committed; in_use never drops below 0.
+    """
+    usages = _lock_usages(session, project_id, deltas)
+    now = utcnow()
+    for name, amount in deltas.items():
+        usage = usages.get(name)
+        if usage is None:
+            continue
+        usage.in_use -= min(amount, usage.in_use)
+        usage.updated_at = now
+    session.flush()
+
+
+def expire(session: Session, now: datetime | None = None, limit: int = 500) -> int:
+    """Expire reservations past their deadline; return how many were expired."""
+    now = now or utcnow()
+    uuids = list(
+        session.scalars(select(Reservation.uuid).where(Reservation.expire < now).order_by(Reservation.id).limit(limit))
+    )
+    if not uuids:
+        return 0
+    return rollback(session, uuids)
+
+
+def usage_report(session: Session, project_id: str, config: QuotaConfig) -> dict[str, dict[str, int]]:
+    """Limit, in_use and reserved for every resource of a project (quota show)."""
+    type_names = list(session.scalars(select(VolumeType.name).where(VolumeType.deleted.is_(False)).order_by(VolumeType.name)))
+    names = list(BASE_RESERVABLE) + list(LIMIT_ONLY)
+    for tn in type_names:
+        names += [f"{base}_{tn}" for base in PER_TYPE_BASES]
+    limits = get_limits(session, project_id, names, config)
+    usages = {
+        u.resource: u
+        for u in session.scalars(select(QuotaUsage).where(QuotaUsage.project_id == project_id))
+    }
+    return {
+        n: {
+            "limit": limits[n],
+            "in_use": usages[n].in_use if n in usages else 0,
+            "reserved": usages[n].reserved if n in usages else 0,
+        }
+        for n in names
+    }
+
+
+def set_limits(session: Session, project_id: str, limits: Mapping[str, int]) -> None:
+    """Set a project's own limits (quota set)."""
+    _check_known(session, limits, BASE_RESERVABLE + LIMIT_ONLY)
+    for name, value in limits.items():
+        if value < -1:
+            raise errors.InvalidInput(reason=f"Quota limit {value} for {name} must be -1 or greater.")
+    insert = _insert_ignore(session)
+    for name, value in limits.items():
+        stmt = insert(Quota).values(project_id=project_id, resource=name, hard_limit=value)
+        session.execute(
+            stmt.on_conflict_do_update(index_elements=["project_id", "resource"], set_={"hard_limit": value})
+        )
+
+
+def set_class_limits(session: Session, limits: Mapping[str, int], class_name: str = DEFAULT_CLASS) -> None:
+    """Set the limits of a quota class (the default class applies to every project)."""
+    _check_known(session, limits, BASE_RESERVABLE + LIMIT_ONLY)
+    insert = _insert_ignore(session)
+    for name, value in limits.items():
+        stmt = insert(QuotaClass).values(class_name=class_name, resource=name, hard_limit=value)
+        session.execute(
+            stmt.on_conflict_do_update(index_elements=["class_name", "resource"], set_={"hard_limit": value})
+        )
+
+
+def raise_for_over_quota(exc: errors.OverQuota, size: int) -> None:
+    """Cinder's process_reserve_over_quota for a volume create: the first over (sorted) wins."""
+    for over in exc.overs:
+        usage = exc.usages.get(over, {"in_use": 0, "reserved": 0})
+        if "gigabytes" in over:
+            raise errors.VolumeSizeExceedsAvailableQuota(
+                name=over, requested=size, consumed=usage["in_use"] + usage["reserved"], quota=exc.quotas[over]
+            ) from exc
+        if "volumes" in over:
+            raise errors.VolumeLimitExceeded(allowed=exc.quotas[over], name=over) from exc
+    raise errors.UnexpectedOverQuota(name=", ".join(exc.overs)) from exc
+
+
+def touch(session: Session, project_id: str) -> None:  # pragma: no cover - reserved for reconciler
+    session.execute(update(QuotaUsage).where(QuotaUsage.project_id == project_id).values(updated_at=utcnow()))

@@ -1,0 +1,42 @@
+"""quota_reserve: hold `volumes` and `gigabytes` (and the per-type resources) for one new volume.
+
+Requires: project_id, spec.size, spec.volume_type_name
+Provides: reservations (uuids), deltas (resource -> amount)
+Reversion strategy: roll back this flow's pending reservations; nothing once quota_commit
+    has recorded success (its own revert returns the committed usage).
+Redelivery: the reservation uuids commit with this step's record; a repeat delivery returns them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.flow_log import FlowRun
+from tasks import errors, quota_engine
+from tasks.context import CreateContext
+from tasks.runner import StepEnv
+
+name = "quota_reserve"
+
+
+def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+    spec = ctx.spec or {}
+    size = int(spec["size"])
+    try:
+        quota_engine.limit_check(session, ctx.project_id, env.quota, per_volume_gigabytes=size)
+    except errors.OverQuota as exc:
+        raise errors.VolumeSizeExceedsLimit(size=size, limit=exc.quotas["per_volume_gigabytes"]) from exc
+    deltas = quota_engine.per_type_deltas({"volumes": 1, "gigabytes": size}, spec["volume_type_name"])
+    try:
+        uuids = quota_engine.reserve(session, ctx.project_id, deltas, env.quota)
+    except errors.OverQuota as exc:
+        quota_engine.raise_for_over_quota(exc, size)
+    return {"reservations": uuids, "deltas": deltas}
+
+
+def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:
+    if "quota_commit" in records:
+        return
+    quota_engine.rollback(session, records[name]["reservations"])

@@ -1,0 +1,169 @@
+"""Run one step with its flow-log record, and compensate a flow from its log.
+
+A step's effect and its `flow_steps` row commit in one transaction, under a lock on the flow row.
+A redelivered step finds its row and returns what was recorded, without repeating the effect.
+Compensation reads only the log, so any worker can run it again after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import utcnow
+from models.flow_log import FlowRun, FlowState, FlowStep, StepState, TERMINAL_STATES
+from tasks import errors
+from tasks.context import CreateContext
+from tasks.quota_engine import QuotaConfig
+
+log = logging.getLogger(__name__)
+
+
+class FlowNotRunning(errors.VolchainError):
+    """A step arrived for a flow that is already compensating or finished: drop it."""
+
+    message = "Flow %(flow_id)s is %(state)s; step %(step)s is not run."
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class CastMessage:
+    """A create handed to the scheduler or a volume manager (contract: docs/messages.md)."""
+
+    queue: str
+    task_name: str
+    message_id: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepEnv:
+    """Everything a step needs besides the database: options and the cast publisher."""
+
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+    storage_availability_zone: str = "nova"
+    default_availability_zone: str | None = None
+    allow_availability_zone_fallback: bool = False
+    default_volume_type: str = "__DEFAULT__"
+    snapshot_same_host: bool = True
+    cloned_volume_same_az: bool = True
+    az_cache_seconds: float = 30.0
+    scheduler_queue: str = "scheduler"
+    failure_injection: bool = False
+    publish: Callable[[CastMessage], None] | None = None
+
+
+class Step(Protocol):
+    name: str
+
+    def run(self, session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]: ...
+
+    def revert(self, session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None: ...
+
+
+def inject(env: StepEnv, ctx: CreateContext, step: str, when: str) -> None:
+    """Failure injection (test facility): raise where the request's `_inject` says, if enabled."""
+    if not env.failure_injection:
+        return
+    wanted = ctx.request.get("_inject") or []
+    if isinstance(wanted, dict):
+        wanted = [wanted]
+    for item in wanted:
+        if item.get("step") == step and item.get("when", "before") == when:
+            raise errors.InjectedFailure(step=step, when=when)
+
+
+def _lock_flow(session: Session, flow_id: str, step: str) -> tuple[str, dict | None]:
+    state = session.scalar(select(FlowRun.state).where(FlowRun.id == flow_id).with_for_update())
+    if state is None:
+        raise errors.FlowNotFound(flow_id=flow_id)
+    record = session.scalar(select(FlowStep.result).where(FlowStep.flow_id == flow_id, FlowStep.step == step))
+    return state, record
+
+
+def run_step(
+    factory: sessionmaker[Session], step: Step, ctx: CreateContext, env: StepEnv, final: bool = False
+) -> CreateContext:
+    """Run `step` once for this flow: effect + record in one transaction; replay if recorded."""
+    with factory() as session, session.begin():
+        state, record = _lock_flow(session, ctx.flow_id, step.name)
+        if record is not None:
+            log.info("flow %s: %s already recorded, replaying its result", ctx.flow_id, step.name)
+            return ctx.merge(record)
+        if state != FlowState.RUNNING.value:
+            raise FlowNotRunning(flow_id=ctx.flow_id, state=state, step=step.name)
+        inject(env, ctx, step.name, "before")
+        provided = step.run(session, ctx, env)
+        inject(env, ctx, step.name, "before_commit")
+        now = utcnow()
+        session.add(FlowStep(flow_id=ctx.flow_id, step=step.name, result=provided, done_at=now))
+        values: dict[str, Any] = {"progress_at": now}
+        if final:
+            values.update(state=FlowState.SUCCEEDED.value, finished_at=now)
+        session.execute(update(FlowRun).where(FlowRun.id == ctx.flow_id).values(**values))
+    out = ctx.merge(provided)
+    inject(env, ctx, step.name, "after_commit")
+    return out
+
+
+def record_failure(factory: sessionmaker[Session], flow_id: str, step: str | None, error: dict) -> bool:
+    """Mark a running flow as compensating with the error that stopped it; False if not running."""
+    with factory() as session, session.begin():
+        result = session.execute(
+            update(FlowRun)
+            .where(FlowRun.id == flow_id, FlowRun.state == FlowState.RUNNING.value)
+            .values(state=FlowState.COMPENSATING.value, error=error, failed_step=step, progress_at=utcnow())
+        )
+        return result.rowcount == 1
+
+
+UNKNOWN_FAILURE = {"type": "VolchainError", "code": 500, "message": "The create flow failed unexpectedly."}
+
+
+def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], env: StepEnv) -> str:
+    """Undo every recorded step of a flow, in reverse, in one transaction; return the end state.
+
+    Idempotent: a finished flow is left as it is, a reverted step is not reverted again.
+    """
+    with factory() as session, session.begin():
+        flow = session.scalar(select(FlowRun).where(FlowRun.id == flow_id).with_for_update())
+        if flow is None:
+            raise errors.FlowNotFound(flow_id=flow_id)
+        if FlowState(flow.state) in TERMINAL_STATES:
+            return flow.state
+        now = utcnow()
+        if flow.state == FlowState.RUNNING.value:
+            flow.state = FlowState.COMPENSATING.value
+        if flow.error is None:
+            flow.error = UNKNOWN_FAILURE
+        rows = {
+            row.step: row
+            for row in session.scalars(select(FlowStep).where(FlowStep.flow_id == flow_id).with_for_update())
+        }
+        records = {name: row.result for name, row in rows.items()}
+        for step in reversed(steps):
+            row = rows.get(step.name)
+            if row is None or row.state != StepState.DONE.value:
+                continue
+            step.revert(session, flow, records, env)
+            row.state = StepState.REVERTED.value
+            row.reverted_at = now
+        flow.state = FlowState.REVERTED.value
+        flow.finished_at = now
+        flow.progress_at = now
+        return flow.state
+
+
+def park(factory: sessionmaker[Session], flow_id: str, reason: str) -> None:
+    """Give up on compensating a flow: needs_attention, so an operator sees it (never dropped)."""
+    with factory() as session, session.begin():
+        session.execute(
+            update(FlowRun)
+            .where(FlowRun.id == flow_id, FlowRun.state.in_([FlowState.RUNNING.value, FlowState.COMPENSATING.value]))
+            .values(state=FlowState.NEEDS_ATTENTION.value, progress_at=utcnow(),
+                    error={"type": "CompensationFailed", "code": 500, "message": reason[:1000]})
+        )

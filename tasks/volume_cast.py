@@ -1,0 +1,117 @@
+"""volume_cast: hand the create to the scheduler, or straight to the source's volume manager.
+
+Requires: volume_id, spec (resource_backend, request spec fields)
+Provides: cast (queue, task, message_id)
+Routing: a create pinned to a source backend (a source volume, or a snapshot when
+    snapshot_same_host) goes to that backend's `volume.<host@backend>` queue, with the row's
+    `host` and `scheduled_at` set (Cinder's Pike rule); every other create goes to the scheduler.
+Reversion strategy: set the volume to `error`. When the cast itself fails nothing was recorded,
+    and the earlier steps' reverts error out the row and return its quota exactly once.
+Redelivery: the message is published before this step's record commits, under the flow lock. A
+    recorded cast is never sent again; a crash between publish and commit re-sends the same
+    message id, which consumers use to drop the duplicate (docs/messages.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from models import utcnow
+from models.flow_log import FlowRun
+from models.volume import Volume
+from tasks import errors
+from tasks.context import CreateContext
+from tasks.entry_create import error_out
+from tasks.runner import CastMessage, StepEnv
+
+name = "volume_cast"
+
+MESSAGE_VERSION = "1.0"
+SCHEDULER_TASK = "volchain.scheduler.create_volume"
+VOLUME_TASK = "volchain.volume.create_volume"
+MESSAGE_NAMESPACE = uuid.UUID("6b0d1c8e-3f1a-4c59-9a57-2f7e0f0c1d10")
+
+
+def backend_queue(host: str) -> str:
+    """`host@backend#pool` -> `volume.host@backend` (one queue per backend, pools share it)."""
+    return "volume." + host.split("#", 1)[0]
+
+
+def message_id(flow_id: str) -> str:
+    """Deterministic per flow, so a re-sent cast carries the same id."""
+    return str(uuid.uuid5(MESSAGE_NAMESPACE, f"{flow_id}/volume_cast"))
+
+
+def build_message(ctx: CreateContext, queue: str, direct: bool) -> dict[str, Any]:
+    spec = ctx.spec or {}
+    hints = spec.get("scheduler_hints")
+    return {
+        "version": MESSAGE_VERSION,
+        "message_id": message_id(ctx.flow_id),
+        "flow_id": ctx.flow_id,
+        "volume_id": ctx.volume_id,
+        "project_id": ctx.project_id,
+        "user_id": ctx.user_id,
+        "queue": queue,
+        "allow_reschedule": not direct,
+        "snapshot_id": spec.get("snapshot_id"),
+        "image_id": spec.get("image_id"),
+        "request_spec": {
+            "volume_id": ctx.volume_id,
+            "size": spec["size"],
+            "volume_type": {
+                "id": spec["volume_type_id"],
+                "name": spec["volume_type_name"],
+                "extra_specs": spec.get("volume_type_extra_specs") or {},
+            },
+            "snapshot_id": spec.get("snapshot_id"),
+            "source_volid": spec.get("source_volid"),
+            "image_id": spec.get("image_id"),
+            "availability_zones": spec.get("availability_zones") or [],
+            "resource_backend": spec.get("resource_backend"),
+            "qos_specs": spec.get("qos_specs"),
+            "encryption_key_id": spec.get("encryption_key_id"),
+            "multiattach": bool(spec.get("multiattach")),
+            "volume_properties": {
+                "size": spec["size"],
+                "display_name": spec.get("name"),
+                "display_description": spec.get("description"),
+                "availability_zone": (spec.get("availability_zones") or [None])[0]
+                if len(spec.get("availability_zones") or []) == 1 else None,
+                "metadata": spec.get("metadata") or {},
+                "bootable": bool(spec.get("bootable")),
+            },
+        },
+        "filter_properties": {"scheduler_hints": hints} if hints else {},
+        "sent_at": utcnow().isoformat(),
+    }
+
+
+def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+    spec = ctx.spec or {}
+    backend = spec.get("resource_backend")
+    direct = bool(backend)
+    queue = backend_queue(backend) if direct else env.scheduler_queue
+    task = VOLUME_TASK if direct else SCHEDULER_TASK
+    if direct:
+        session.execute(
+            update(Volume).where(Volume.id == ctx.volume_id).values(host=backend, scheduled_at=utcnow())
+        )
+    body = build_message(ctx, queue, direct)
+    if env.publish is None:
+        raise errors.CastFailed(volume_id=ctx.volume_id, queue=queue, reason="no publisher configured")
+    try:
+        env.publish(CastMessage(queue=queue, task_name=task, message_id=body["message_id"], body=body))
+    except errors.VolchainError:
+        raise
+    except Exception as exc:  # the broker's own errors: report them as Cinder's 500
+        raise errors.CastFailed(volume_id=ctx.volume_id, queue=queue, reason=f"{type(exc).__name__}: {exc}") from exc
+    return {"cast": {"queue": queue, "task": task, "message_id": body["message_id"]}}
+
+
+def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:
+    error_out(session, flow.volume_id, (flow.error or {}).get("message", "create failed"))

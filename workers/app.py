@@ -1,0 +1,66 @@
+"""The Celery app: JSON only, late acks, events for Flower, routes for steps and compensation.
+
+Operators may run `celery -A workers.app worker -Q volchain.steps,volchain.compensate -E`;
+`volchain worker` does the same with the queues and options filled in.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from workers.settings import Settings, get_settings
+
+TASK_MODULES = ["workers.steps"]
+
+
+def celery_config(settings: Settings) -> dict:
+    """Every Celery option volchain ships with (see celery-saga-notes.md for the why)."""
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    if settings.broker_url.startswith("memory://"):
+        transport = {"polling_interval": 0.01}
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Outcomes live in the flow log, not a result backend.
+        "result_backend": None,
+        "task_ignore_result": True,
+        # A step is acked only after it ran; a killed worker's step is redelivered.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 10.0,
+        # Flower.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
+        "task_track_started": False,
+        # Routing: steps and compensation on their own queues; casts name their queue.
+        "task_default_queue": settings.step_queue,
+        "task_create_missing_queues": True,
+        "task_routes": {
+            "volchain.create.compensate": {"queue": settings.compensate_queue},
+            "volchain.sweeper.*": {"queue": settings.compensate_queue},
+            "volchain.create.*": {"queue": settings.step_queue},
+        },
+        "beat_schedule": {
+            "volchain-sweep": {"task": "volchain.sweeper.sweep", "schedule": settings.sweep_interval_seconds},
+        },
+        "worker_hijack_root_logger": False,
+    }
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    celery = Celery("volchain", include=TASK_MODULES)
+    celery.conf.update(celery_config(settings))
+    return celery
+
+
+app = make_celery()

@@ -1,0 +1,96 @@
+"""Per-process runtime: the session factory and the StepEnv built from settings.
+
+Built lazily in the process that uses it, and dropped after a fork, so pool children never
+share database connections with their parent.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from celery.signals import worker_process_init
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import dispose_all, session_factory
+from tasks.quota_engine import QuotaConfig
+from tasks.runner import CastMessage, StepEnv
+from workers.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    factory: sessionmaker[Session]
+    env: StepEnv
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def quota_config(settings: Settings) -> QuotaConfig:
+    return QuotaConfig(
+        reservation_expire=settings.reservation_expire_seconds,
+        until_refresh=settings.until_refresh,
+        max_age=settings.max_age,
+        no_snapshot_gb_quota=settings.no_snapshot_gb_quota,
+    )
+
+
+def step_env(settings: Settings, publish=None) -> StepEnv:
+    return StepEnv(
+        quota=quota_config(settings),
+        storage_availability_zone=settings.storage_availability_zone,
+        default_availability_zone=settings.default_availability_zone,
+        allow_availability_zone_fallback=settings.allow_availability_zone_fallback,
+        default_volume_type=settings.default_volume_type,
+        snapshot_same_host=settings.snapshot_same_host,
+        cloned_volume_same_az=settings.cloned_volume_same_az,
+        az_cache_seconds=settings.az_cache_seconds,
+        scheduler_queue=settings.scheduler_queue,
+        failure_injection=settings.failure_injection,
+        publish=publish,
+    )
+
+
+def publish_cast(message: CastMessage) -> None:
+    """Send a cast as a Celery task message on its queue; returns once the broker has it."""
+    from workers.app import app
+
+    app.send_task(
+        message.task_name,
+        args=[message.body],
+        queue=message.queue,
+        task_id=message.message_id,
+        argsrepr=f"(volume={message.body['volume_id']}, flow={message.body['flow_id']})",
+        retry=True,
+        retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1},
+    )
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                settings = get_settings()
+                _runtime = Runtime(
+                    settings=settings,
+                    factory=session_factory(settings.database_url, settings.db_pool_size),
+                    env=step_env(settings, publish_cast),
+                )
+    return _runtime
+
+
+def reset_runtime(close: bool = True) -> None:
+    """Forget the runtime and its pooled connections (after fork; in tests)."""
+    global _runtime
+    with _lock:
+        _runtime = None
+    dispose_all(close=close)
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs) -> None:
+    reset_runtime(close=False)

@@ -1,0 +1,88 @@
+"""Settings: every knob volchain reads from the environment, in one place.
+
+Each field is read from `VOLCHAIN_<FIELD>` (upper case). `models/` and `tasks/` never read the
+environment; the worker and CLI layers pass values down from here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_DATABASE_URL = "sqlite:///volchain.db"
+EMBEDDED_BROKER_URL = "memory://"
+
+
+class Settings(BaseSettings):
+    """volchain configuration; each field maps to `VOLCHAIN_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="VOLCHAIN_", extra="ignore")
+
+    database_url: str = Field(
+        EMBEDDED_DATABASE_URL,
+        description="SQLAlchemy URL. Production: postgresql+psycopg://user@host/db. "
+        "The SQLite default is for the embedded demo only.",
+    )
+    broker_url: str = Field(
+        EMBEDDED_BROKER_URL,
+        description="Celery broker URL. Production: redis://host:6379/0. "
+        "memory:// works only with an in-process worker (the embedded demo).",
+    )
+    db_pool_size: int = Field(5, description="Connections kept per process in the SQLAlchemy pool.")
+
+    # Cinder options that shape the create flow (same names, same defaults).
+    storage_availability_zone: str = Field("nova", description="Zone of this storage deployment.")
+    default_availability_zone: str | None = Field(
+        None, description="Zone for creates that name none; falls back to storage_availability_zone."
+    )
+    allow_availability_zone_fallback: bool = Field(
+        False, description="Replace an unknown requested zone with the default instead of failing."
+    )
+    default_volume_type: str = Field("__DEFAULT__", description="Type used when a create names none.")
+    snapshot_same_host: bool = Field(
+        True, description="Route creates from a snapshot straight to the snapshot's backend."
+    )
+    cloned_volume_same_az: bool = Field(
+        True, description="A volume made from a snapshot or volume must stay in the source's zone."
+    )
+    az_cache_seconds: float = Field(
+        30.0, description="How long a worker caches the set of valid availability zones."
+    )
+
+    # Quota.
+    reservation_expire_seconds: int = Field(
+        600, description="Age at which a pending reservation is expired (Cinder: 86400)."
+    )
+    no_snapshot_gb_quota: bool = Field(False, description="Leave snapshots out of gigabytes usage.")
+    until_refresh: int = Field(0, description="Reservations before a usage row is re-synced (0: never).")
+    max_age: int = Field(0, description="Seconds before a usage row is re-synced (0: never).")
+
+    # Workers.
+    step_queue: str = Field("volchain.steps", description="Queue the five chain steps run on.")
+    compensate_queue: str = Field("volchain.compensate", description="Queue of compensation tasks.")
+    scheduler_queue: str = Field("scheduler", description="Queue that unpinned creates are cast to.")
+    visibility_timeout: int = Field(
+        300, description="Seconds before Redis redelivers an unacked step; must exceed the longest step."
+    )
+    task_events: bool = Field(True, description="Send task events (Flower needs them).")
+    flow_deadline_seconds: int = Field(
+        120, description="A flow with no progress for this long is driven to an end by the sweeper."
+    )
+    sweep_interval_seconds: float = Field(30.0, description="How often the sweeper runs.")
+    compensate_max_retries: int = Field(
+        20, description="Retries of a failing compensation before its flow is parked as needs_attention."
+    )
+
+    # Test facility.
+    failure_injection: bool = Field(
+        False,
+        description="Honour a create request's `_inject` key (tests only). Off in production.",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,107 @@
+"""Thin Celery tasks around the plain steps: JSON in, JSON out, retries, failure recording.
+
+Task names read well in Flower: `volchain.create.<step>` and `volchain.create.compensate`.
+The logic lives in `tasks/`; a task only turns JSON into a CreateContext and back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery.exceptions import Ignore, Retry
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from tasks import errors
+from tasks.context import CreateContext
+from tasks.flow import FINAL_STEP, STEPS
+from tasks.runner import FlowNotRunning, compensate, park, record_failure, run_step
+from workers import outcome
+from workers.app import app
+from workers.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+# Database errors worth another try (deadlock, serialization failure, lost connection).
+TRANSIENT = (OperationalError,)
+STEP_MAX_RETRIES = 5
+
+
+def _retry_delay(retries: int) -> float:
+    return min(0.1 * (2**retries), 3.0)
+
+
+def _make_step_task(step):
+    final = step.name == FINAL_STEP
+
+    @app.task(name=f"volchain.create.{step.name}", bind=True, acks_late=True,
+              throws=errors.EXPECTED_ERRORS, max_retries=STEP_MAX_RETRIES)
+    def step_task(self, ctx_json: dict) -> dict:
+        rt = get_runtime()
+        ctx = CreateContext.from_json(ctx_json)
+        try:
+            out = run_step(rt.factory, step, ctx, rt.env, final=final)
+        except FlowNotRunning as exc:
+            log.info("%s", exc)
+            raise Ignore() from exc  # the flow ended already: stop this copy of the chain quietly
+        except Retry:
+            raise
+        except TRANSIENT as exc:
+            if self.request.retries < self.max_retries:
+                raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries))
+            _record(rt, ctx.flow_id, step.name, _unexpected(exc))
+            raise
+        except errors.VolchainError as exc:
+            _record(rt, ctx.flow_id, step.name, exc.to_dict())
+            raise
+        except Exception as exc:
+            _record(rt, ctx.flow_id, step.name, _unexpected(exc))
+            raise
+        if final:
+            _notify(rt, ctx.flow_id, "succeeded")
+        return out.to_json()
+
+    step_task.__doc__ = (step.__doc__ or "").split("\n", 1)[0]
+    return step_task
+
+
+def _unexpected(exc: BaseException) -> dict:
+    if isinstance(exc, DBAPIError):
+        return {"type": type(exc).__name__, "code": 500, "message": "A database error stopped the create."}
+    return {"type": type(exc).__name__, "code": 500, "message": f"Unexpected error: {type(exc).__name__}."}
+
+
+def _record(rt, flow_id: str, step: str, error: dict) -> None:
+    try:
+        record_failure(rt.factory, flow_id, step, error)
+    except Exception:  # the compensation task will still run and record a generic error
+        log.exception("flow %s: could not record the failure of %s", flow_id, step)
+
+
+def _notify(rt, flow_id: str, state: str) -> None:
+    try:
+        outcome.notify(rt.settings.broker_url, flow_id, state)
+    except Exception:  # waiters fall back to reading the flow log
+        log.warning("flow %s: could not announce its end", flow_id, exc_info=True)
+
+
+STEP_TASKS = {step.name: _make_step_task(step) for step in STEPS}
+
+
+@app.task(name="volchain.create.compensate", bind=True, acks_late=True, max_retries=None)
+def compensate_flow(self, flow_id: str) -> str:
+    """Undo every recorded step of a failed create, in reverse; idempotent."""
+    rt = get_runtime()
+    try:
+        state = compensate(rt.factory, flow_id, STEPS, rt.env)
+    except errors.FlowNotFound:
+        log.error("flow %s: nothing to compensate, no such flow", flow_id)
+        return "missing"
+    except Exception as exc:
+        if self.request.retries < rt.settings.compensate_max_retries:
+            raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries))
+        log.exception("flow %s: compensation keeps failing; parked as needs_attention", flow_id)
+        park(rt.factory, flow_id, f"{type(exc).__name__}: {exc}")
+        _notify(rt, flow_id, "needs_attention")
+        raise
+    _notify(rt, flow_id, state)
+    return state

@@ -1,0 +1,119 @@
+"""The entry point web front ends call: submit a create, get ids at once, wait if you like."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from models import utcnow
+from models.flow_log import FlowRun, FlowState
+from tasks import errors
+from tasks.context import CreateContext, RequestContext
+from tasks.flow import STEPS
+from tasks.runner import compensate, record_failure
+from workers import outcome
+from workers.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+REQUEST_KEYS = frozenset({
+    "name", "display_name", "description", "display_description", "size", "volume_type",
+    "snapshot_id", "source_volid", "imageRef", "image_id", "availability_zone", "metadata",
+    "scheduler_hints", "multiattach", "consistencygroup_id", "group_id", "backup_id",
+    "source_replica", "_inject",
+})
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True)
+class Submission:
+    flow_id: str
+    volume_id: str
+    replayed: bool = False  # an earlier submission with the same idempotency key
+
+
+def _check_shape(request: dict[str, Any]) -> None:
+    unknown = sorted(set(request) - REQUEST_KEYS)
+    if unknown:
+        raise errors.InvalidInput(reason=f"Unknown create option(s): {', '.join(unknown)}.")
+    try:
+        encoded = json.dumps(request)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidInput(reason=f"The request is not JSON: {exc}.") from exc
+    if len(encoded) > MAX_REQUEST_BYTES:
+        raise errors.InvalidInput(reason=f"The request is larger than {MAX_REQUEST_BYTES} bytes.")
+
+
+def submit_create_volume(
+    context: RequestContext, *, idempotency_key: str | None = None, **request: Any
+) -> Submission:
+    """Record a create flow and start its chain; return the flow id and the volume id at once.
+
+    With an `idempotency_key`, a repeated submission by the same project returns the first
+    submission's ids instead of creating a second volume.
+    """
+    from workers.chain import build_create_chain
+
+    _check_shape(request)
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise errors.InvalidInput(reason=f"Idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} characters.")
+    rt = get_runtime()
+    flow_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        with rt.factory() as session, session.begin():
+            if idempotency_key is not None:
+                earlier = _find_by_key(session, context.project_id, idempotency_key)
+                if earlier is not None:
+                    return earlier
+            now = utcnow()
+            session.add(FlowRun(
+                id=flow_id, volume_id=volume_id, project_id=context.project_id, user_id=context.user_id,
+                idempotency_key=idempotency_key, state=FlowState.RUNNING.value, request=request,
+                root_task_id=flow_id, created_at=now, progress_at=now,
+            ))
+    except IntegrityError:
+        with rt.factory() as session:
+            earlier = _find_by_key(session, context.project_id, idempotency_key)
+        if earlier is None:
+            raise
+        return earlier
+
+    ctx = CreateContext(
+        flow_id=flow_id, volume_id=volume_id, project_id=context.project_id, user_id=context.user_id,
+        roles=tuple(context.roles), is_admin=context.is_admin, request=request,
+    )
+    try:
+        build_create_chain(ctx).apply_async()
+    except Exception as exc:
+        error = errors.SubmitFailed(volume_id=volume_id, reason=f"{type(exc).__name__}: {exc}")
+        log.error("flow %s: %s", flow_id, error)
+        record_failure(rt.factory, flow_id, None, error.to_dict())
+        compensate(rt.factory, flow_id, STEPS, rt.env)  # nothing ran yet: this only closes the flow
+        raise error from exc
+    return Submission(flow_id, volume_id)
+
+
+def _find_by_key(session, project_id: str, key: str) -> Submission | None:
+    row = session.execute(
+        select(FlowRun.id, FlowRun.volume_id).where(FlowRun.project_id == project_id, FlowRun.idempotency_key == key)
+    ).first()
+    return Submission(row.id, row.volume_id, replayed=True) if row else None
+
+
+def wait_for_flow(flow_id: str, timeout: float = 30.0) -> outcome.FlowOutcome:
+    """Wait (without busy polling) until the flow has finished, or `timeout` seconds pass."""
+    rt = get_runtime()
+    return outcome.wait_for_flow(rt.factory, rt.settings.broker_url, flow_id, timeout)
+
+
+def create_volume(context: RequestContext, *, timeout: float = 30.0, **request: Any) -> outcome.FlowOutcome:
+    """Submit a create and wait for its outcome (convenience for scripts and the CLI)."""
+    submission = submit_create_volume(context, **request)
+    return wait_for_flow(submission.flow_id, timeout)
