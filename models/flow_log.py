@@ -63,6 +63,7 @@ class FlowRun(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(32), default=FlowState.RUNNING.value)
     request: Mapped[dict]
+    caller: Mapped[dict | None]  # roles and is_admin of who submitted: enough to resume from the log
     error: Mapped[dict | None]
     failed_step: Mapped[str | None] = mapped_column(String(64))
     root_task_id: Mapped[str | None] = mapped_column(String(36))

@@ -105,3 +105,15 @@ def compensate_flow(self, flow_id: str) -> str:
         raise
     _notify(rt, flow_id, state)
     return state
+
+
+@app.task(name="volchain.sweeper.sweep", acks_late=True)
+def sweep_task() -> dict:
+    """Expire stale reservations and finish stuck flows (for Celery beat deployments)."""
+    from workers.sweeper import sweep_once
+
+    report = sweep_once()
+    if report is None:
+        return {"leader": False}
+    return {"leader": True, "expired_reservations": report.expired_reservations,
+            "resumed": report.resumed, "compensated": report.compensated, "parked": report.parked}

@@ -76,6 +76,7 @@ def submit_create_volume(
             session.add(FlowRun(
                 id=flow_id, volume_id=volume_id, project_id=context.project_id, user_id=context.user_id,
                 idempotency_key=idempotency_key, state=FlowState.RUNNING.value, request=request,
+                caller={"roles": list(context.roles), "is_admin": context.is_admin},
                 root_task_id=flow_id, created_at=now, progress_at=now,
             ))
     except IntegrityError:

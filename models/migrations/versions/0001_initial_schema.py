@@ -34,6 +34,7 @@ def upgrade() -> None:
     sa.Column('idempotency_key', sa.String(length=255), nullable=True),
     sa.Column('state', sa.String(length=32), nullable=False),
     sa.Column('request', sa.JSON(), nullable=False),
+    sa.Column('caller', sa.JSON(), nullable=True),
     sa.Column('error', sa.JSON(), nullable=True),
     sa.Column('failed_step', sa.String(length=64), nullable=True),
     sa.Column('root_task_id', sa.String(length=36), nullable=True),

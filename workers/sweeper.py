@@ -1,0 +1,65 @@
+"""The sweeper process: one leader (a PostgreSQL advisory lock) sweeping every few seconds.
+
+`volchain worker sweeper` runs `run_forever`; Celery beat users may schedule the task
+`volchain.sweeper.sweep` instead (workers/steps.py registers it). Either way only the
+holder of the advisory lock sweeps, so running two sweepers is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import text
+
+from tasks.flow import STEPS
+from tasks.sweeper import SweepReport, sweep
+from workers import outcome
+from workers.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK_ID = 0x766F6C63  # "volc"
+
+
+def sweep_once() -> SweepReport | None:
+    """Sweep if this process can take the leader lock; None when another sweeper holds it."""
+    rt = get_runtime()
+    engine = rt.factory.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        return _sweep(rt)
+    with engine.connect() as conn:
+        if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_ID}):
+            return None
+        try:
+            return _sweep(rt)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK_ID})
+            conn.commit()
+
+
+def _sweep(rt) -> SweepReport:
+    report = sweep(rt.factory, STEPS, rt.env, rt.settings.flow_deadline_seconds)
+    for flow_id in report.finished:
+        try:
+            state = outcome.read_outcome(rt.factory, flow_id).state
+            outcome.notify(rt.settings.broker_url, flow_id, state)
+        except Exception:
+            log.warning("sweeper: could not announce the end of flow %s", flow_id, exc_info=True)
+    if report.expired_reservations or report.finished:
+        log.warning("sweeper: expired %d reservations; resumed %d, compensated %d, parked %d flows",
+                    report.expired_reservations, len(report.resumed), len(report.compensated), len(report.parked))
+    return report
+
+
+def run_forever(interval: float | None = None, stop: threading.Event | None = None) -> None:
+    """Sweep every `interval` seconds until `stop` is set."""
+    rt = get_runtime()
+    interval = interval or rt.settings.sweep_interval_seconds
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            sweep_once()
+        except Exception:
+            log.exception("sweeper: pass failed; trying again in %.0f s", interval)
+        stop.wait(interval)
