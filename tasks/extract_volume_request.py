@@ -202,7 +202,8 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
         )
     if size is None or (isinstance(size, (int, str)) and not _int_like(size)):
         raise errors.MalformedRequest()
-    limits_type = requested_type or lookups.default_volume_type(session, env.default_volume_type)
+    default_type = None if requested_type else lookups.default_volume_type(session, env.default_volume_type)
+    limits_type = requested_type or default_type
     _size_limits(limits_type, int(size))
     if requested_type is not None and source is not None and requested_type.id != source.volume_type_id:
         if not _retype_possible(session, source.volume_type_id, requested_type):
@@ -231,7 +232,7 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     size = _extract_size(size, snap, source)
     if image is not None:
         _check_image(image, size)
-    vtype = _pick_type(session, ctx, env, requested_type, source, snap_volume, snap, image)
+    vtype = _pick_type(session, ctx, env, requested_type, source, snap_volume, snap, image, default_type)
     availability_zones, refresh_az = _pick_zones(session, env, req.get("availability_zone"), vtype, zones, snap_volume, source)
     encryption_key_id = _encryption_key(session, vtype, snap, source, image)
     multiattach = vtype.specs().get("multiattach") == "<is> True"
@@ -315,7 +316,7 @@ def _check_image(image: Image, size: int) -> None:
             )
 
 
-def _pick_type(session, ctx, env, requested, source, snap_volume, snap, image) -> VolumeType:
+def _pick_type(session, ctx, env, requested, source, snap_volume, snap, image, default) -> VolumeType:
     if requested is not None:
         return requested
     for type_id in (source.volume_type_id if source else None, snap.volume_type_id if snap else None,
@@ -326,7 +327,7 @@ def _pick_type(session, ctx, env, requested, source, snap_volume, snap, image) -
                 return found
     if image is not None and image.properties.get("cinder_img_volume_type"):
         return lookups.volume_type_by_name_or_id(session, ctx, image.properties["cinder_img_volume_type"])
-    return lookups.default_volume_type(session, env.default_volume_type)
+    return default or lookups.default_volume_type(session, env.default_volume_type)
 
 
 def _pick_zones(session, env: StepEnv, requested, vtype, zones, snap_volume, source) -> tuple[list[str], bool]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -96,32 +96,20 @@ def get_limits(
 ) -> dict[str, int]:
     """Limit per resource: project row, else default class row, else config default, else -1."""
     names = list(resources)
-    project = dict(
-        session.execute(
-            select(Quota.resource, Quota.hard_limit).where(
-                Quota.project_id == project_id, Quota.resource.in_(names)
+    rows = session.execute(
+        select(Quota.resource, Quota.hard_limit, literal(0).label("rank"))
+        .where(Quota.project_id == project_id, Quota.resource.in_(names))
+        .union_all(
+            select(QuotaClass.resource, QuotaClass.hard_limit, literal(1).label("rank")).where(
+                QuotaClass.class_name == DEFAULT_CLASS, QuotaClass.resource.in_(names)
             )
-        ).all()
-    )
-    missing = [n for n in names if n not in project]
-    klass = {}
-    if missing:
-        klass = dict(
-            session.execute(
-                select(QuotaClass.resource, QuotaClass.hard_limit).where(
-                    QuotaClass.class_name == DEFAULT_CLASS, QuotaClass.resource.in_(missing)
-                )
-            ).all()
         )
-    limits = {}
-    for name in names:
-        if name in project:
-            limits[name] = project[name]
-        elif name in klass:
-            limits[name] = klass[name]
-        else:
-            limits[name] = config.defaults.get(name, -1)
-    return limits
+    ).all()
+    found: dict[str, tuple[int, int]] = {}
+    for resource, hard_limit, rank in rows:
+        if resource not in found or rank < found[resource][0]:
+            found[resource] = (rank, hard_limit)
+    return {n: found[n][1] if n in found else config.defaults.get(n, -1) for n in names}
 
 
 def limit_check(session: Session, project_id: str, config: QuotaConfig, **values: int) -> None:
@@ -192,12 +180,18 @@ def reserve(
     deltas: Mapping[str, int],
     config: QuotaConfig,
     expire: int | timedelta | datetime | None = None,
+    limits: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """Reserve `deltas` for a project; return reservation uuids in delta order, or raise OverQuota."""
+    """Reserve `deltas` for a project; return reservation uuids in delta order, or raise OverQuota.
+
+    `limits`, when given, are the caller's already-read limits for exactly these resources
+    (names it derived from a validated type); otherwise the names are checked and limits read.
+    """
     expire_at = _resolve_expire(config.reservation_expire if expire is None else expire)
     names = list(deltas)
-    _check_known(session, names, BASE_RESERVABLE)
-    limits = get_limits(session, project_id, names, config)
+    if limits is None:
+        _check_known(session, names, BASE_RESERVABLE)
+        limits = get_limits(session, project_id, names, config)
 
     usages = _lock_usages(session, project_id, names)
     missing = [n for n in names if n not in usages]
@@ -418,6 +412,3 @@ def raise_for_over_quota(exc: errors.OverQuota, size: int) -> None:
             raise errors.VolumeLimitExceeded(allowed=exc.quotas[over], name=over) from exc
     raise errors.UnexpectedOverQuota(name=", ".join(exc.overs)) from exc
 
-
-def touch(session: Session, project_id: str) -> None:  # pragma: no cover - reserved for reconciler
-    session.execute(update(QuotaUsage).where(QuotaUsage.project_id == project_id).values(updated_at=utcnow()))

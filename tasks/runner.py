@@ -78,11 +78,16 @@ def inject(env: StepEnv, ctx: CreateContext, step: str, when: str) -> None:
 
 
 def _lock_flow(session: Session, flow_id: str, step: str) -> tuple[str, dict | None]:
-    state = session.scalar(select(FlowRun.state).where(FlowRun.id == flow_id).with_for_update())
-    if state is None:
+    """Lock the flow row and read this step's record, in one round trip."""
+    row = session.execute(
+        select(FlowRun.state, FlowStep.result)
+        .outerjoin(FlowStep, (FlowStep.flow_id == FlowRun.id) & (FlowStep.step == step))
+        .where(FlowRun.id == flow_id)
+        .with_for_update(of=FlowRun)
+    ).first()
+    if row is None:
         raise errors.FlowNotFound(flow_id=flow_id)
-    record = session.scalar(select(FlowStep.result).where(FlowStep.flow_id == flow_id, FlowStep.step == step))
-    return state, record
+    return row.state, row.result
 
 
 def run_step(
