@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models import Base, new_id, utcnow
@@ -18,8 +18,8 @@ class Image(Base):
     owner: Mapped[str | None] = mapped_column(String(255))
     visibility: Mapped[str] = mapped_column(String(32), default="public")
     status: Mapped[str] = mapped_column(String(32), default="active")
-    size: Mapped[int | None]  # bytes
-    virtual_size: Mapped[int | None]  # bytes
+    size: Mapped[int | None] = mapped_column(BigInteger)  # bytes
+    virtual_size: Mapped[int | None] = mapped_column(BigInteger)  # bytes
     min_disk: Mapped[int] = mapped_column(default=0)  # GB
     properties: Mapped[dict] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -336,8 +336,11 @@ def _pick_zones(session, env: StepEnv, requested, vtype, zones, snap_volume, sou
     restriction = [z.strip() for z in vtype.specs().get("RESKEY:availability_zones", "").split(",") if z.strip()]
     if restriction:
         safe = [z for z in restriction if z in zones]
+        if not safe:  # the cache may be stale: look again before refusing
+            zones = lookups.ZONES.get(session, env.storage_availability_zone, env.az_cache_seconds, refresh=True)
+            safe = [z for z in restriction if z in zones]
         if not safe:
-            raise errors.InvalidTypeAvailabilityZones(az=", ".join(restriction))
+            raise errors.InvalidTypeAvailabilityZones(az=restriction)  # Cinder renders the list
     else:
         safe = sorted(zones)
     az = requested
