@@ -78,16 +78,17 @@ def inject(env: StepEnv, ctx: CreateContext, step: str, when: str) -> None:
 
 
 def _lock_flow(session: Session, flow_id: str, step: str) -> tuple[str, dict | None]:
-    """Lock the flow row and read this step's record, in one round trip."""
-    row = session.execute(
-        select(FlowRun.state, FlowStep.result)
-        .outerjoin(FlowStep, (FlowStep.flow_id == FlowRun.id) & (FlowStep.step == step))
-        .where(FlowRun.id == flow_id)
-        .with_for_update(of=FlowRun)
-    ).first()
-    if row is None:
+    """Lock the flow row, then read this step's record.
+
+    Two statements on purpose: under READ COMMITTED, a joined row read in the same statement as
+    the lock comes from the snapshot taken before the lock wait, so a redelivered step waiting
+    on its twin would miss the record its twin just committed.
+    """
+    state = session.scalar(select(FlowRun.state).where(FlowRun.id == flow_id).with_for_update())
+    if state is None:
         raise errors.FlowNotFound(flow_id=flow_id)
-    return row.state, row.result
+    record = session.scalar(select(FlowStep.result).where(FlowStep.flow_id == flow_id, FlowStep.step == step))
+    return state, record
 
 
 def run_step(
