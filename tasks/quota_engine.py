@@ -378,9 +378,7 @@ def usage_report(session: Session, project_id: str, config: QuotaConfig) -> dict
 def set_limits(session: Session, project_id: str, limits: Mapping[str, int]) -> None:
     """Set a project's own limits (quota set)."""
     _check_known(session, limits, BASE_RESERVABLE + LIMIT_ONLY)
-    for name, value in limits.items():
-        if value < -1:
-            raise errors.InvalidInput(reason=f"Quota limit {value} for {name} must be -1 or greater.")
+    _check_limit_values(limits)
     insert = _insert_ignore(session)
     for name, value in limits.items():
         stmt = insert(Quota).values(project_id=project_id, resource=name, hard_limit=value)
@@ -389,9 +387,16 @@ def set_limits(session: Session, project_id: str, limits: Mapping[str, int]) -> 
         )
 
 
+def _check_limit_values(limits: Mapping[str, int]) -> None:
+    for name, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= INT_MAX:
+            raise errors.InvalidInput(reason=f"Quota limit {value} for {name} must be an integer from -1 to {INT_MAX}.")
+
+
 def set_class_limits(session: Session, limits: Mapping[str, int], class_name: str = DEFAULT_CLASS) -> None:
     """Set the limits of a quota class (the default class applies to every project)."""
     _check_known(session, limits, BASE_RESERVABLE + LIMIT_ONLY)
+    _check_limit_values(limits)
     insert = _insert_ignore(session)
     for name, value in limits.items():
         stmt = insert(QuotaClass).values(class_name=class_name, resource=name, hard_limit=value)

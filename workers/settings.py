@@ -12,7 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "sqlite:///volchain.db"
-EMBEDDED_BROKER_URL = "memory://"
+EMBEDDED_BROKER_URL = "memory://localhost/"
 
 
 class Settings(BaseSettings):
@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         EMBEDDED_BROKER_URL,
         description="Celery broker URL. Production: redis://host:6379/0. "
-        "memory:// works only with an in-process worker (the embedded demo).",
+        "memory://localhost/ works only with an in-process worker (the embedded demo).",
     )
     db_pool_size: int = Field(5, description="Connections kept per process in the SQLAlchemy pool.")
 

@@ -60,6 +60,8 @@ def run_forever(interval: float | None = None, stop: threading.Event | None = No
     while not stop.is_set():
         try:
             sweep_once()
-        except Exception:
-            log.exception("sweeper: pass failed; trying again in %.0f s", interval)
+        except Exception as exc:  # one line per failed pass; the traceback only at debug level
+            first = (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
+            log.error("sweeper: pass failed (%s: %s); trying again in %.0f s", type(exc).__name__, first, interval)
+            log.debug("sweeper: pass failed", exc_info=True)
         stop.wait(interval)

@@ -1,0 +1,675 @@
+"""Bench: volchain's create chain end to end, beside a same-run baseline of five no-op tasks.
+
+    python bench/chain_throughput.py                 # N=1000 per config, events off and on
+    python bench/chain_throughput.py --n 200         # quick
+    python bench/chain_throughput.py --latency       # one create at a time: p50/p99 per create
+
+Each configuration gets fresh worker processes started as operators start them
+(`celery -A <app> worker -Q volchain.steps,volchain.compensate -P prefork -c <cpus>`, plus `-E` when
+VOLCHAIN_TASK_EVENTS is on), and a fresh producer process with the same environment (the producer
+sends task-sent events when events are on, as the API does). The baseline (`bench/noop_chain.py`)
+uses the same `celery_config`, queues and worker command; its tasks do nothing.
+
+A create counts as done when its cast is in the `scheduler` queue. Per-flow latency is the submit
+time to the `finished_at` the worker records with the cast (no-op chains: the time their last task
+pushes onto a list). Throughput is N / (last finish - first submit). The producer polls LLEN of the
+done list (O(1), every few ms) only to keep `--window` flows in flight; nothing else watches the run.
+
+Creates a PostgreSQL database of its own (dropped at the end) and empties its own Redis db
+(default db 3) before and after. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python bench/chain_throughput.py` from anywhere
+    sys.path.insert(0, str(REPO))
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/3"
+QUEUES = "volchain.steps,volchain.compensate"
+GOAL = 0.60  # volchain flows/s >= 60% of the no-op chain's, in both event modes
+APPS = {"noop": "bench.noop_chain", "volchain": "workers.app"}
+LABELS = {"noop": "no-op chain", "volchain": "volchain"}
+# Keys this bench, Celery/kombu and volchain write; anything else in the Redis db is someone else's.
+OUR_KEYS = ("_kombu.", "unacked", "volchain", "scheduler", "volume.", "bench:", "celery")
+RESULT_PREFIX = "RESULT "
+WORKER_WAIT = 60.0
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """A run could not be measured (servers missing, workers silent, flows stuck)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def summarize(submits: dict[str, float], finishes: dict[str, float]) -> dict:
+    missing = [fid for fid in submits if fid not in finishes]
+    if missing:
+        raise BenchError(f"{len(missing)} flow(s) have no finish time (first: {missing[0]})")
+    lat = sorted((finishes[fid] - t) * 1000 for fid, t in submits.items())
+    span = max(finishes[fid] for fid in submits) - min(submits.values())
+    return {
+        "n": len(submits),
+        "span_s": span,
+        "flows_per_s": len(submits) / span if span > 0 else float("nan"),
+        "p50_ms": percentile(lat, 50),
+        "p90_ms": percentile(lat, 90),
+        "p99_ms": percentile(lat, 99),
+        "mean_ms": statistics.fmean(lat),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# CPU accounting from /proc (Linux; None elsewhere)
+# --------------------------------------------------------------------------------------------
+
+_CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(ppid, utime+stime seconds) of one process, or None if it is gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2:].split()
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / _CLK
+
+
+def tree_cpu(roots: list[int]) -> dict[int, float] | None:
+    """CPU seconds of each process in the trees under `roots` (a worker and its pool children)."""
+    if not roots or not os.path.isdir("/proc"):
+        return None
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _stat(int(entry))
+            if st is not None:
+                children.setdefault(st[0], []).append(int(entry))
+    out, todo = {}, list(roots)
+    while todo:
+        pid = todo.pop()
+        st = _stat(pid)
+        if st is not None:
+            out[pid] = st[1]
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def pids_cpu(pids: list[int]) -> dict[int, float] | None:
+    """CPU seconds of local PostgreSQL backends (None when the server is not on this machine)."""
+    out = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as fh:
+                if not fh.read().startswith("postgres"):
+                    continue
+        except OSError:
+            continue
+        st = _stat(pid)
+        if st is not None:
+            out[pid] = st[1]
+    return out or None
+
+
+def cpu_delta(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
+    """CPU spent between two samples; a process that appeared meanwhile counts in full."""
+    if before is None or after is None:
+        return None
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Driver (a child process per configuration, so events on/off is read from the environment
+# exactly as volchain reads it)
+# --------------------------------------------------------------------------------------------
+
+class NoopTarget:
+    """Chains of five no-op tasks; done = an entry on bench:noop:done."""
+
+    kind = "noop"
+
+    def __init__(self) -> None:
+        from bench import noop_chain
+
+        self.mod = noop_chain
+        self.app = noop_chain.app
+        self.done_key = noop_chain.DONE_KEY
+        self._popped: dict[str, float] = {}
+
+    def setup(self) -> None:
+        pass
+
+    def submit(self) -> str:
+        chain_id = str(uuid.uuid4())
+        self.mod.build_chain(chain_id).apply_async()
+        return chain_id
+
+    def popped(self, raw: bytes) -> None:
+        chain_id, ts = raw.decode().split()
+        self._popped[chain_id] = float(ts)
+
+    def finish_times(self, r, ids: list[str], timeout: float) -> dict[str, float]:
+        out = dict(self._popped)
+        for raw in r.lrange(self.done_key, 0, -1):
+            chain_id, ts = raw.decode().split()
+            out[chain_id] = float(ts)
+        return out
+
+    def pg_pids(self) -> list[int]:
+        return []
+
+    def failures(self) -> str:
+        return ""
+
+
+class VolchainTarget:
+    """Real creates through submit_create_volume; done = the cast on the scheduler queue."""
+
+    kind = "volchain"
+
+    def __init__(self) -> None:
+        from workers.app import app
+        from workers.runtime import get_runtime
+
+        self.app = app
+        self.rt = get_runtime()
+        self.done_key = self.rt.settings.scheduler_queue
+        self.project = f"bench-{uuid.uuid4().hex[:12]}"
+
+    def setup(self) -> None:
+        """A project of its own with unlimited volumes and gigabytes, so no create is refused."""
+        from tasks import quota_engine
+
+        with self.rt.factory() as session, session.begin():
+            quota_engine.set_limits(session, self.project, {"volumes": -1, "gigabytes": -1})
+
+    def submit(self) -> str:
+        from tasks.context import RequestContext
+        from workers.submit import submit_create_volume
+
+        ctx = RequestContext(project_id=self.project, user_id="bench", roles=("member",))
+        return submit_create_volume(ctx, size=1, name="bench").flow_id
+
+    def popped(self, raw: bytes) -> None:
+        pass  # the flow log has the finish time
+
+    def finish_times(self, r, ids: list[str], timeout: float) -> dict[str, float]:
+        """finished_at of each flow; waits (bounded) for the last commits after their casts."""
+        from datetime import timezone
+
+        from sqlalchemy import select
+
+        from models.flow_log import FlowRun
+
+        wanted = set(ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.rt.factory() as session:
+                rows = session.execute(
+                    select(FlowRun.id, FlowRun.state, FlowRun.finished_at).where(FlowRun.project_id == self.project)
+                ).all()
+            rows = [row for row in rows if row.id in wanted]
+            bad = [row for row in rows if row.state not in ("running", "succeeded")]
+            if bad:
+                raise BenchError(f"{len(bad)} flow(s) did not succeed:\n{self.failures()}")
+            done = {row.id: row.finished_at.replace(tzinfo=timezone.utc).timestamp()
+                    for row in rows if row.state == "succeeded" and row.finished_at is not None}
+            if len(done) == len(wanted) or time.monotonic() > deadline:
+                return done
+            time.sleep(0.05)
+
+    def pg_pids(self) -> list[int]:
+        from sqlalchemy import text
+
+        with self.rt.factory() as session:
+            return list(session.scalars(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            )))
+
+    def failures(self) -> str:
+        from sqlalchemy import func, select
+
+        from models.flow_log import FlowRun
+
+        with self.rt.factory() as session:
+            counts = session.execute(
+                select(FlowRun.state, func.count()).where(FlowRun.project_id == self.project).group_by(FlowRun.state)
+            ).all()
+            errors = session.execute(
+                select(FlowRun.failed_step, FlowRun.error)
+                .where(FlowRun.project_id == self.project, FlowRun.error.is_not(None)).limit(3)
+            ).all()
+        lines = ["  flow states: " + ", ".join(f"{s}={c}" for s, c in counts)]
+        lines += [f"  failed at {step}: {error}" for step, error in errors]
+        return "\n".join(lines)
+
+
+def wait_for_workers(app, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(app.control.ping(timeout=0.5) or []) >= count:
+            return
+    raise BenchError(f"{count} worker(s) did not answer a ping within {timeout:.0f}s")
+
+
+def run_batch(target, r, n: int, window: int, producers: int, stall: float, deadline: float) -> dict[str, float]:
+    """Submit n flows from `producers` threads, at most `window` in flight (0: no limit); wait for all.
+
+    Returns submit times by flow id. Progress is read with LLEN of the done list.
+    """
+    base = r.llen(target.done_key)
+    submits: dict[str, float] = {}
+    cond = threading.Condition()
+    state = {"next": 0, "done": 0, "error": None, "stop": False}
+
+    def produce() -> None:
+        try:
+            while True:
+                with cond:
+                    i = state["next"]
+                    if i >= n or state["stop"]:
+                        return
+                    state["next"] += 1
+                    while window and i - state["done"] >= window and not state["stop"]:
+                        cond.wait(0.1)
+                    if state["stop"]:
+                        return
+                t = time.time()
+                fid = target.submit()
+                submits[fid] = t
+        except BaseException as exc:  # noqa: BLE001 - reported by the watcher
+            with cond:
+                state["error"] = exc
+                state["stop"] = True
+                cond.notify_all()
+
+    threads = [threading.Thread(target=produce, daemon=True) for _ in range(producers)]
+    for th in threads:
+        th.start()
+    poll = 0.01 if window else 0.05
+    last_done, last_change = 0, time.monotonic()
+    try:
+        while True:
+            done = r.llen(target.done_key) - base
+            now = time.monotonic()
+            with cond:
+                if done != state["done"]:
+                    state["done"] = done
+                    cond.notify_all()
+                if state["error"] is not None:
+                    raise BenchError(f"submit failed: {state['error']!r}") from state["error"]
+            if done >= n:
+                break
+            if done != last_done:
+                last_done, last_change = done, now
+            elif now - last_change > stall:
+                raise BenchError(f"no flow finished for {stall:.0f}s ({done}/{n} done, "
+                                 f"{len(submits)} submitted)\n{target.failures()}")
+            if now > deadline:
+                raise BenchError(f"time is up: {done}/{n} flows done\n{target.failures()}")
+            time.sleep(poll)
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        for th in threads:
+            th.join(timeout=30)
+    return submits
+
+
+def run_serial(target, r, n: int, stall: float, deadline: float) -> dict[str, float]:
+    """One flow at a time: submit, block on the done list (BLPOP, no polling), next."""
+    submits: dict[str, float] = {}
+    for i in range(n):
+        if time.monotonic() > deadline:
+            raise BenchError(f"time is up: {i}/{n} flows done")
+        t = time.time()
+        fid = target.submit()
+        submits[fid] = t
+        popped = r.blpop([target.done_key], timeout=stall)
+        if popped is None:
+            raise BenchError(f"flow {fid} did not finish within {stall:.0f}s ({i}/{n} done)\n{target.failures()}")
+        target.popped(popped[1])
+    return submits
+
+
+def drive(args) -> None:
+    """Child process: measure one configuration against workers the parent started."""
+    import redis
+
+    target = NoopTarget() if args.drive == "noop" else VolchainTarget()
+    r = redis.Redis.from_url(args.redis)
+    wait_for_workers(target.app, args.workers, WORKER_WAIT)
+    target.setup()
+    deadline = time.monotonic() + args.timeout
+    serial = args.latency
+    # Warm-up (not measured): fork children connect, caches fill, the usage rows appear.
+    if serial:
+        run_serial(target, r, args.warmup, args.stall, deadline)
+    else:
+        run_batch(target, r, args.warmup, args.window, args.producers, args.stall, deadline)
+    r.delete(target.done_key)
+    worker_pids = [int(p) for p in args.worker_pids.split(",") if p]
+    pg_pids = target.pg_pids()
+    w0, pg0, c0 = tree_cpu(worker_pids), pids_cpu(pg_pids), os.times()
+    if serial:
+        submits = run_serial(target, r, args.n, args.stall, deadline)
+    else:
+        submits = run_batch(target, r, args.n, args.window, args.producers, args.stall, deadline)
+    c1 = os.times()
+    w1 = tree_cpu(worker_pids)
+    pg1 = pids_cpu(target.pg_pids())
+    finishes = target.finish_times(r, list(submits), timeout=30)
+    out = summarize(submits, finishes)
+    wcpu, pgcpu = cpu_delta(w0, w1), cpu_delta(pg0, pg1)
+    out["worker_cpu_ms"] = wcpu * 1000 / args.n if wcpu is not None else None
+    out["pg_cpu_ms"] = pgcpu * 1000 / args.n if pgcpu is not None else (0.0 if args.drive == "noop" else None)
+    out["client_cpu_ms"] = ((c1.user - c0.user) + (c1.system - c0.system)) * 1000 / args.n
+    r.delete(target.done_key)
+    print(RESULT_PREFIX + json.dumps(out), flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Parent: database, Redis db, workers, one driver per configuration, the table
+# --------------------------------------------------------------------------------------------
+
+def clean_env(database_url: str, redis_url: str, events: bool) -> dict[str, str]:
+    """The process environment with volchain's defaults: only the URLs and the events switch set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLCHAIN_")}
+    env.update({
+        "VOLCHAIN_DATABASE_URL": database_url,
+        "VOLCHAIN_BROKER_URL": redis_url,
+        "VOLCHAIN_TASK_EVENTS": "true" if events else "false",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
+    })
+    return env
+
+
+def start_worker(kind: str, events: bool, concurrency: int, env: dict, log_path: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "celery", "-A", APPS[kind], "worker", "-Q", QUEUES, "-P", "prefork",
+           "-c", str(concurrency), "-l", "warning", "-n", f"bench-{kind}-{uuid.uuid4().hex[:6]}@%h"]
+    if events:
+        cmd.append("-E")
+    with open(log_path, "ab") as fh:
+        # Own session: a Ctrl-C reaches only the parent, which stops the workers itself.
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # warm shutdown: pool children exit with it
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker's own session: it and its pool only
+            proc.wait(timeout=10)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_config(kind: str, events: bool, args, database_url: str, r, log_dir: Path) -> dict:
+    env = clean_env(database_url, args.redis, events)
+    label = f"{LABELS[kind]}, events {'on' if events else 'off'}"
+    logs = [log_dir / f"{kind}-{'on' if events else 'off'}-{i}-{uuid.uuid4().hex[:4]}.log" for i in range(args.workers)]
+    procs = [start_worker(kind, events, args.concurrency, env, path) for path in logs]
+    log(f"{label}: {args.workers} worker(s) x {args.concurrency} started; "
+        f"{'serial' if args.latency else 'window ' + str(args.window or 'unlimited')}, n={args.n}")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--drive", kind, "--redis", args.redis,
+           "--n", str(args.n), "--warmup", str(args.warmup), "--window", str(args.window),
+           "--producers", str(args.producers), "--workers", str(args.workers), "--stall", str(args.stall),
+           "--timeout", str(args.timeout), "--worker-pids", ",".join(str(p.pid) for p in procs)]
+    if args.latency:
+        cmd.append("--latency")
+    try:
+        try:
+            done = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
+                                  timeout=args.timeout + WORKER_WAIT + 60)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"{label}: the driver did not finish in time") from exc
+        dead = [p.pid for p in procs if p.poll() is not None]
+        result = next((line[len(RESULT_PREFIX):] for line in done.stdout.splitlines()
+                       if line.startswith(RESULT_PREFIX)), None)
+        if done.returncode != 0 or result is None or dead:
+            worker_logs = "\n".join(f"--- {path.name}\n{tail(path)}" for path in logs)
+            raise BenchError(f"{label}: run failed (driver exit {done.returncode}, dead workers {dead})\n"
+                             f"{done.stdout[-2000:]}\n{worker_logs}")
+    finally:
+        for proc in procs:
+            stop_worker(proc)
+        r.flushdb()  # nothing of this configuration is left for the next one
+    out = json.loads(result)
+    out.update(kind=kind, events=events, label=label)
+    rate = "" if args.latency else f"{out['flows_per_s']:.1f} flows/s, "
+    log(f"{label}: {rate}p50 {out['p50_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms")
+    return out
+
+
+def check_redis(r, url: str) -> None:
+    try:
+        r.ping()
+    except Exception as exc:
+        raise BenchError(f"Redis is not reachable at {url}: {exc}") from exc
+    keys = [k.decode(errors="replace") for k in r.scan_iter(count=1000)]
+    foreign = [k for k in keys if not k.startswith(OUR_KEYS) and "celery.pidbox" not in k]
+    if foreign:
+        raise BenchError(f"Redis db {url} holds keys that are not the bench's (e.g. {foreign[:3]}); "
+                         "it is emptied before and after a run, so give the bench a db of its own (--redis)")
+
+
+def create_database(pg: str) -> tuple[str, object]:
+    from sqlalchemy import create_engine, text
+
+    name = f"volchain_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(f"{pg}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        raise BenchError(f"PostgreSQL is not reachable at {pg}: {exc}") from exc
+    return name, admin
+
+
+def drop_database(admin, name: str) -> None:
+    from sqlalchemy import text
+
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def pick(results: list[dict]) -> dict:
+    """The run with the median throughput (repeats on a busy 2-core box vary a lot)."""
+    ranked = sorted(results, key=lambda x: x["flows_per_s"])
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def fmt(value, spec: str) -> str:
+    """format(value, spec), or a dash as wide as the spec asks when there is no value."""
+    if value is None:
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "-".rjust(int(width or 0))
+    return format(value, spec)
+
+
+def cpu_total(row: dict) -> float | None:
+    """CPU per flow of everything measured: workers, their PostgreSQL backends, the producer."""
+    parts = (row["worker_cpu_ms"], row["pg_cpu_ms"], row["client_cpu_ms"])
+    return None if any(x is None for x in parts) else sum(parts)
+
+
+def print_throughput(rows: list[dict], args) -> bool:
+    print()
+    print(f"volchain create chain vs a no-op 5-task chain: N={args.n}, {args.workers} prefork worker(s) "
+          f"x {args.concurrency}, window {args.window or 'unlimited'}, {args.producers} producer thread(s), "
+          f"{os.cpu_count()} CPUs, repeat {args.repeat} (median)")
+    head = (f"{'config':<26} | {'flows/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} | {'% of baseline':>13} | "
+            f"{'CPU ms/flow: worker':>19} | {'PG':>5} | {'producer':>8} | {'all':>5}")
+    print(head)
+    print("-" * len(head))
+    base = {row["events"]: row for row in rows if row["kind"] == "noop"}
+    verdicts = []
+    for row in rows:
+        b = base.get(row["events"])
+        pct = row["flows_per_s"] / b["flows_per_s"] * 100 if b else None
+        if row["kind"] == "volchain" and b:
+            cpu, bcpu = cpu_total(row), cpu_total(b)
+            verdicts.append((row["events"], pct, bcpu / cpu * 100 if cpu and bcpu else None))
+        print(f"{row['label']:<26} | {row['flows_per_s']:>7.1f} | {row['p50_ms']:>7.1f} | {row['p99_ms']:>7.1f} | "
+              f"{fmt(pct, '>12.0f')}% | {fmt(row['worker_cpu_ms'], '>19.1f')} | {fmt(row['pg_cpu_ms'], '>5.1f')} | "
+              f"{fmt(row['client_cpu_ms'], '>8.1f')} | {fmt(cpu_total(row), '>5.1f')}")
+    print()
+    print(f"Goal: volchain >= {GOAL:.0%} of the no-op chain's flows/s, in both event modes (same run).")
+    met = len(verdicts) == 2 and all(pct >= GOAL * 100 for _, pct, _ in verdicts)
+    parts = [f"events {'on' if ev else 'off'}: {pct:.0f}% ({'met' if pct >= GOAL * 100 else 'NOT met'})"
+             for ev, pct, _ in verdicts]
+    print("Result: " + ("; ".join(parts) if parts else "no baseline to compare with") +
+          f" -> goal {'MET' if met else 'NOT MET'}")
+    if len(verdicts) < 2:
+        print("(only one event mode measured: the goal needs --events both)")
+    est = [f"events {'on' if ev else 'off'}: {cpu_pct:.0f}%" for ev, _, cpu_pct in verdicts if cpu_pct is not None]
+    if est:
+        print("CPU-bound estimate (baseline CPU/flow over volchain's, less sensitive to other load on the box): "
+              + "; ".join(est))
+    return met
+
+
+def print_latency(rows: list[dict], args) -> None:
+    print()
+    print(f"One create at a time (serial): N={args.n}, {args.workers} prefork worker(s) x {args.concurrency}, "
+          f"repeat {args.repeat} (median)")
+    head = (f"{'config':<26} | {'p50 ms':>7} | {'p90 ms':>7} | {'p99 ms':>7} | {'p50 over baseline':>17} | "
+            f"{'worker CPU ms/flow':>18} | {'PG CPU ms/flow':>14}")
+    print(head)
+    print("-" * len(head))
+    base = {row["events"]: row["p50_ms"] for row in rows if row["kind"] == "noop"}
+    for row in rows:
+        extra = row["p50_ms"] - base[row["events"]] if row["kind"] != "noop" and row["events"] in base else None
+        print(f"{row['label']:<26} | {row['p50_ms']:>7.1f} | {row['p90_ms']:>7.1f} | {row['p99_ms']:>7.1f} | "
+              f"{fmt(extra, '>+14.1f')} ms | {fmt(row['worker_cpu_ms'], '>18.2f')} | {fmt(row['pg_cpu_ms'], '>14.2f')}")
+
+
+def parse_args(argv=None):
+    cpus = os.cpu_count() or 1
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pg", default=DEFAULT_PG, help=f"PostgreSQL server, no database (default {DEFAULT_PG})")
+    p.add_argument("--redis", default=DEFAULT_REDIS,
+                   help=f"Redis db of the bench's own; emptied before and after (default {DEFAULT_REDIS})")
+    p.add_argument("--n", type=int, default=None, help="measured flows per config (default 1000; --latency 300)")
+    p.add_argument("--latency", action="store_true", help="one create at a time: per-create latency")
+    p.add_argument("--events", choices=("both", "on", "off"), default="both", help="task event modes to run")
+    p.add_argument("--concurrency", type=int, default=cpus, help=f"prefork children per worker (default {cpus})")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--window", type=int, default=None,
+                   help="most flows in flight; 0 submits all at once (default 8 x all pool children)")
+    p.add_argument("--producers", type=int, default=2, help="submitting threads (default 2)")
+    p.add_argument("--warmup", type=int, default=None, help="unmeasured flows first (default 50; --latency 10)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds of all configs; the median run is shown")
+    p.add_argument("--stall", type=float, default=30.0, help="fail when no flow finishes for this long (s)")
+    p.add_argument("--timeout", type=float, default=None, help="most seconds per config (default from N)")
+    p.add_argument("--check", action="store_true", help="exit 1 when the throughput goal is not met")
+    p.add_argument("--drive", choices=tuple(APPS), help=argparse.SUPPRESS)
+    p.add_argument("--worker-pids", default="", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.n is None:
+        args.n = 300 if args.latency else 1000
+    if args.warmup is None:
+        args.warmup = 10 if args.latency else 50
+    if args.window is None:
+        args.window = 8 * args.concurrency * args.workers
+    if args.timeout is None:
+        args.timeout = 120 + args.n * (0.5 if args.latency else 0.25)
+    if min(args.n, args.concurrency, args.workers, args.producers, args.repeat) < 1 or args.window < 0:
+        p.error("--n, --concurrency, --workers, --producers and --repeat must be >= 1; --window >= 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.drive:
+        drive(args)
+        return 0
+    import redis
+
+    from models.migrate import upgrade
+
+    r = redis.Redis.from_url(args.redis)
+    check_redis(r, args.redis)
+    r.flushdb()
+    name, admin = create_database(args.pg)
+    database_url = f"{args.pg}/{name}"
+    log_dir = Path(tempfile.mkdtemp(prefix="volchain-bench-"))
+    modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.events]
+    results: dict[tuple[str, bool], list[dict]] = {}
+    try:
+        log(f"database {name}: migrating")
+        upgrade(database_url)
+        for rnd in range(args.repeat):
+            if args.repeat > 1:
+                log(f"round {rnd + 1}/{args.repeat}")
+            for events in modes:
+                for kind in ("noop", "volchain"):  # baseline and volchain back to back, same conditions
+                    results.setdefault((kind, events), []).append(run_config(kind, events, args, database_url, r, log_dir))
+    finally:
+        try:
+            r.flushdb()
+        finally:
+            drop_database(admin, name)
+            log(f"database {name} dropped")
+            shutil.rmtree(log_dir, ignore_errors=True)
+    rows = [pick(runs) for runs in results.values()]
+    rows.sort(key=lambda row: (row["events"], row["kind"] != "noop"))
+    if args.latency:
+        print_latency(rows, args)
+        return 0
+    met = print_throughput(rows, args)
+    return 1 if args.check and not met else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        log(f"FAILED: {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)

@@ -1,0 +1,66 @@
+"""volchain's command line: `volchain COMMAND ...` (see `volchain --help`).
+
+Exit status: 0 done; 1 a create failed (create --wait) or the demo misbehaved; 2 bad input or
+an error reported by volchain, printed on one line on stderr, never as a traceback.
+Every command but `demo` uses the configured Settings (VOLCHAIN_DATABASE_URL, VOLCHAIN_BROKER_URL).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from cli import create, db, demo, flows, images, quota, services, volume_types, worker
+from cli.parsing import ArgumentParser, UsageError
+
+COMMANDS = (db, worker, demo, create, quota, volume_types, images, services, flows)
+PROG = "volchain"
+# Errors reach the user once, as the one-line message below; -v shows the logs as well.
+LOG_LEVELS = (logging.CRITICAL, logging.WARNING, logging.INFO, logging.DEBUG)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="OpenStack Cinder's create-volume flow as a Celery chain.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log warnings (-vv: info, -vvv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def _fail(line: str) -> int:
+    print(" ".join(line.split()), file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tasks.errors import VolchainError
+
+    try:
+        args = build_parser().parse_args(argv)
+        level = LOG_LEVELS[min(args.verbose, len(LOG_LEVELS) - 1)]
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        return args.handler(args)
+    except SystemExit as exc:  # --help and friends
+        return exc.code if isinstance(exc.code, int) else 0
+    except UsageError as exc:
+        return _fail(str(exc))
+    except VolchainError as exc:
+        return _fail(f"{PROG}: error: {exc.type_name}: {exc}")
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first_line = (str(cause).splitlines() or [""])[0]
+        return _fail(f"{PROG}: error: database: {type(cause).__name__}: {first_line} "
+                     "(is the database reachable, and migrated with `volchain db upgrade`?)")
+    except (BrokerError, RedisError) as exc:
+        return _fail(f"{PROG}: error: broker: {type(exc).__name__}: {exc} (is VOLCHAIN_BROKER_URL reachable?)")
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
