@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from cli import create, db, demo, flows, images, quota, services, volume_types, worker
+from cli import api, create, db, demo, flows, images, quota, services, token, volume_types, worker
 from cli.parsing import ArgumentParser, UsageError
 
-COMMANDS = (db, worker, demo, create, quota, volume_types, images, services, flows)
+COMMANDS = (db, worker, api, token, demo, create, quota, volume_types, images, services, flows)
 PROG = "volchain"
 # Errors reach the user once, as the one-line message below; -v shows the logs as well.
 LOG_LEVELS = (logging.CRITICAL, logging.WARNING, logging.INFO, logging.DEBUG)

@@ -146,3 +146,76 @@ def check_invariant(db):
             assert_quota_consistent(session, project_id)
 
     return check
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(port: int, auth_strategy: str, extra_env: dict | None = None,
+              log_path: Path | None = None, workers: int = 1) -> subprocess.Popen:
+    """`volchain api` as a subprocess, on the session's database and broker."""
+    env = {**os.environ, **WORKER_ENV, "VOLCHAIN_AUTH_STRATEGY": auth_strategy, **(extra_env or {})}
+    log = open(log_path or os.devnull, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "api", "--port", str(port), "--workers", str(workers),
+         "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for_http(url: str, timeout: float = 30.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"{url} did not answer within {timeout}s", pytrace=False)
+
+
+def _api_server(auth_strategy: str, logs: Path):
+    port = free_port()
+    proc = start_api(port, auth_strategy, log_path=logs / f"api-{auth_strategy}.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/")
+        yield base
+    finally:
+        stop_worker(proc)
+
+
+@pytest.fixture(scope="session")
+def api_url(workers, tmp_path_factory):
+    """A live `volchain api` (token auth, the default) on the session's database and workers."""
+    yield from _api_server("token", tmp_path_factory.mktemp("api"))
+
+
+@pytest.fixture(scope="session")
+def noauth_api_url(workers, tmp_path_factory):
+    """A live `volchain api` in Cinder's noauth mode (X-Auth-Token user:project, every caller admin)."""
+    yield from _api_server("noauth", tmp_path_factory.mktemp("api-noauth"))
+
+
+@pytest.fixture
+def issue_token(db):
+    """issue_token(project, user="u1", role="member", ttl=3600) -> a token signed like `volchain token issue`."""
+    from api.auth import TokenSigner, database_secret
+
+    with db() as session:
+        signer = TokenSigner(database_secret(session))
+
+    def issue(project: str, user: str = "u1", role: str = "member", ttl: int = 3600) -> str:
+        return signer.issue(project, user, role, ttl)
+
+    return issue

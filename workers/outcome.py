@@ -2,7 +2,8 @@
 
 With a Redis broker the worker pushes the end state onto a short-lived list and a waiter
 blocks on it (BLPOP), so a notification is never missed the way a pub/sub message can be.
-With the in-process broker a condition variable does the same. Either way the flow log is
+An API process serving many waiters at once subscribes once to a pub/sub channel instead
+(api/waiter.py). With the in-process broker a condition variable does the same. Either way the flow log is
 the truth: a waiter always reads the outcome from the database, and falls back to reading
 it there when no notification arrives in time.
 """
@@ -23,6 +24,7 @@ from tasks import errors
 
 KEY_PREFIX = "volchain:flow-done:"
 KEY_TTL_SECONDS = 600
+CHANNEL = "volchain:flow-done"  # pub/sub: one subscription per API process serves all its waiters
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def notify(broker_url: str, flow_id: str, state: str) -> None:
     pipe = client.pipeline(transaction=False)
     pipe.rpush(key, state)
     pipe.expire(key, KEY_TTL_SECONDS)
+    pipe.publish(CHANNEL, f"{flow_id} {state}")
     pipe.execute()
 
 

@@ -75,6 +75,22 @@ class Settings(BaseSettings):
         20, description="Retries of a failing compensation before its flow is parked as needs_attention."
     )
 
+    # HTTP API.
+    auth_strategy: str = Field(
+        "token", description="`token` (signed tokens, the default) or `noauth` (Cinder's development mode: "
+        "X-Auth-Token user:project, every caller admin)."
+    )
+    token_secret: str | None = Field(
+        None, description="Secret that signs tokens; unset: the one generated in the database at `db upgrade`."
+    )
+    token_ttl_seconds: int = Field(3600, description="Default lifetime of an issued token.")
+    project_id_regex: str = Field(r"[0-9a-f\-]+", description="Project ids the URLs accept (Cinder's default).")
+    api_wait_seconds: float = Field(
+        30.0, description="How long POST /volumes waits for the chain before answering 202 with `creating`."
+    )
+    api_max_body_bytes: int = Field(256 * 1024, description="Largest request body the API reads.")
+    api_public_url: str | None = Field(None, description="Base URL for links; unset: taken from the request.")
+
     # Test facility.
     failure_injection: bool = Field(
         False,

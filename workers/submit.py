@@ -52,12 +52,13 @@ def _check_shape(request: dict[str, Any]) -> None:
 
 
 def submit_create_volume(
-    context: RequestContext, *, idempotency_key: str | None = None, **request: Any
+    context: RequestContext, *, idempotency_key: str | None = None, respond_async: bool = False, **request: Any
 ) -> Submission:
     """Record a create flow and start its chain; return the flow id and the volume id at once.
 
     With an `idempotency_key`, a repeated submission by the same project returns the first
-    submission's ids instead of creating a second volume.
+    submission's ids instead of creating a second volume. `respond_async` marks a create whose
+    caller was answered before the outcome: if it fails, the volume shows as `error`.
     """
     from workers.chain import build_create_chain
 
@@ -76,7 +77,8 @@ def submit_create_volume(
             session.add(FlowRun(
                 id=flow_id, volume_id=volume_id, project_id=context.project_id, user_id=context.user_id,
                 idempotency_key=idempotency_key, state=FlowState.RUNNING.value, request=request,
-                caller={"roles": list(context.roles), "is_admin": context.is_admin},
+                caller={"roles": list(context.roles), "is_admin": context.is_admin,
+                        "respond_async": respond_async},
                 root_task_id=flow_id, created_at=now, progress_at=now,
             ))
     except IntegrityError:

@@ -1,0 +1,1 @@
+"""volchain's Cinder-compatible REST API (v3)."""

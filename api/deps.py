@@ -1,0 +1,103 @@
+"""Request dependencies: settings and database, who is calling, which project the URL names."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from fastapi import Depends, Request
+
+from api.auth import Identity, TokenSigner, Unauthorized, database_secret, noauth_identity
+from api.errors import HTTPError
+from api.microversion import APIVersion
+from tasks import errors
+from tasks.context import RequestContext
+from workers.runtime import Runtime, get_runtime
+
+UNAUTHORIZED = "The request you have made requires authentication."
+
+
+def runtime() -> Runtime:
+    return get_runtime()
+
+
+@lru_cache(maxsize=4)
+def _signer(secret: str) -> TokenSigner:
+    return TokenSigner(secret)
+
+
+def token_signer(rt: Runtime) -> TokenSigner:
+    secret = rt.settings.token_secret
+    if not secret:
+        with rt.factory() as session:
+            secret = database_secret(session)
+    return _signer(secret)
+
+
+def identity(request: Request) -> Identity:
+    cached = getattr(request.state, "identity", None)
+    if cached is not None:
+        return cached
+    rt = get_runtime()
+    token = request.headers.get("x-auth-token", "")
+    try:
+        if rt.settings.auth_strategy == "noauth":
+            found = noauth_identity(token)
+        else:
+            found = token_signer(rt).verify(token)
+    except Unauthorized:
+        raise HTTPError(401, UNAUTHORIZED, {"WWW-Authenticate": "Token"}) from None
+    request.state.identity = found
+    return found
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The caller and the project the request acts in (the URL's, which must be the caller's)."""
+
+    identity: Identity
+    project_id: str
+    url_project: str | None  # None for project-less URLs (/v3/volumes)
+    version: APIVersion
+    base_url: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.identity.is_admin
+
+    def context(self) -> RequestContext:
+        return self.identity.context(self.project_id)
+
+
+@lru_cache(maxsize=4)
+def _project_re(pattern: str) -> re.Pattern:
+    return re.compile(f"^(?:{pattern})$")
+
+
+def base_url(request: Request) -> str:
+    configured = get_runtime().settings.api_public_url
+    if configured:
+        return configured.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+def scope(request: Request, who: Identity = Depends(identity)) -> Scope:
+    url_project = request.path_params.get("project_id")
+    if url_project is not None:
+        if not _project_re(get_runtime().settings.project_id_regex).match(url_project):
+            raise HTTPError(404, "The resource could not be found.")
+        if url_project != who.project_id:
+            raise HTTPError(400, "Malformed request url")
+    return Scope(identity=who, project_id=who.project_id, url_project=url_project,
+                 version=request.state.version, base_url=base_url(request))
+
+
+def admin_scope(s: Scope = Depends(scope)) -> Scope:
+    return require_admin(s, "admin_api")
+
+
+def require_admin(s: Scope, action: str) -> Scope:
+    if not s.is_admin:
+        raise errors.PolicyNotAuthorized(action=action)
+    return s

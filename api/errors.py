@@ -1,0 +1,94 @@
+"""The one place errors become Cinder-shaped JSON: `{"<faultName>": {"code": N, "message": "..."}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.microversion import InvalidVersionString, VersionNotAcceptable
+from tasks import errors
+
+log = logging.getLogger(__name__)
+
+FAULT_NAMES = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "badMethod",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "badMediaType",
+    501: "notImplemented",
+    503: "serviceUnavailable",
+}
+GENERIC_500 = "The server has either erred or is incapable of performing the requested operation."
+
+
+class HTTPError(Exception):
+    """An error the API itself raises (schema, auth, URL), rendered like a VolchainError."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def fault(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    name = FAULT_NAMES.get(status, "computeFault")
+    body: dict = {"code": status, "message": message}
+    headers = dict(headers or {})
+    if status == 413:
+        body["retryAfter"] = headers.setdefault("Retry-After", "0")
+    return JSONResponse({name: body}, status_code=status, headers=headers)
+
+
+def error_response(error: dict) -> JSONResponse:
+    """Render an error recorded by a flow (`{type, code, message}`) as Cinder does."""
+    status = int(error.get("code", 500))
+    message = error.get("message") or GENERIC_500
+    if status == 413:  # QuotaError is "safe": Cinder prefixes the class name
+        message = f"{error.get('type', 'QuotaError')}: {message}"
+    return fault(status, message)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.VolchainError)
+    async def _volchain(_request: Request, exc: errors.VolchainError):
+        if exc.http_status >= 500:
+            log.error("%s: %s", exc.type_name, exc)
+        return error_response(exc.to_dict())
+
+    @app.exception_handler(HTTPError)
+    async def _http(_request: Request, exc: HTTPError):
+        return fault(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(VersionNotAcceptable)
+    async def _version(_request: Request, exc: VersionNotAcceptable):
+        return fault(406, str(exc))
+
+    @app.exception_handler(InvalidVersionString)
+    async def _bad_version(_request: Request, exc: InvalidVersionString):
+        return fault(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError):
+        return fault(400, "Malformed request body")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette(_request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            return fault(404, "The resource could not be found.")
+        if exc.status_code == 405:
+            return fault(405, "The method is not allowed for the requested URL.")
+        return fault(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception):
+        log.exception("unexpected error")
+        return fault(500, GENERIC_500)

@@ -1,0 +1,152 @@
+"""Quotas: `/os-quota-sets/{project}` (+ defaults) and `/os-quota-class-sets/default`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import delete, select
+from starlette.concurrency import run_in_threadpool
+
+from api import views
+from api.deps import Scope, require_admin, scope
+from api.errors import HTTPError
+from api.routers.volumes import json_body
+from api.schemas import QUOTA_CLASS_SET, QUOTA_SET, validate
+from models.quota import Quota
+from models.volume_type import VolumeType
+from tasks import errors, quota_engine
+from tasks.quota_engine import DEFAULT_CLASS
+from workers.runtime import get_runtime
+
+router = APIRouter(tags=["quotas"])
+
+
+def _resource_names(session) -> list[str]:
+    types = list(session.scalars(select(VolumeType.name).where(VolumeType.deleted.is_(False)).order_by(VolumeType.name)))
+    return views.quota_order(types)
+
+
+def quota_set(session, project_id: str, usage: bool) -> dict:
+    rt = get_runtime()
+    report = quota_engine.usage_report(session, project_id, rt.env.quota)
+    out: dict = {}
+    for name in _resource_names(session):
+        row = report.get(name, {"limit": -1, "in_use": 0, "reserved": 0})
+        out[name] = row if usage else row["limit"]
+    return out
+
+
+def _values(raw: dict, known: list[str]) -> dict[str, int]:
+    bad = sorted(set(raw) - set(known))
+    if bad:
+        raise HTTPError(400, f"Bad key(s) in quota set: {', '.join(bad)}")
+    return {k: int(v) for k, v in raw.items()}
+
+
+def _target(s: Scope, target: str) -> None:
+    if target != s.project_id and not s.is_admin:
+        raise errors.PolicyNotAuthorized(action="volume_extension:quotas:show")
+
+
+def _usage_flag(request: Request) -> bool:
+    return (request.query_params.get("usage") or "").lower() in ("true", "1", "yes", "on", "y", "t")
+
+
+@router.get("/os-quota-sets/{target}", summary="A project's quota (with ?usage=true: limit, in_use, reserved)")
+async def show_quota(target: str, request: Request, s: Scope = Depends(scope)):
+    _target(s, target)
+    usage = _usage_flag(request)
+
+    def run():
+        with get_runtime().factory() as session:
+            return {"quota_set": {**quota_set(session, target, usage), "id": target}}
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/os-quota-sets/{target}/defaults", summary="The limits a project gets by default")
+async def show_defaults(target: str, s: Scope = Depends(scope)):
+    _target(s, target)
+
+    def run():
+        rt = get_runtime()
+        with rt.factory() as session:
+            names = _resource_names(session)
+            limits = quota_engine.get_limits(session, "\x00no-project", names, rt.env.quota)
+            return {"quota_set": {**{n: limits[n] for n in names}, "id": target}}
+
+    return await run_in_threadpool(run)
+
+
+@router.put("/os-quota-sets/{target}", summary="Set a project's quota (admin)")
+async def update_quota(target: str, request: Request, s: Scope = Depends(scope)):
+    require_admin(s, "volume_extension:quotas:update")
+    body = await json_body(request)
+    validate(QUOTA_SET, body)
+
+    def run():
+        rt = get_runtime()
+        with rt.factory() as session, session.begin():
+            values = _values(body["quota_set"], _resource_names(session))
+            report = quota_engine.usage_report(session, target, rt.env.quota)
+            for name, value in values.items():
+                used = report.get(name, {"in_use": 0, "reserved": 0})
+                if value != -1 and name != "per_volume_gigabytes" and value < used["in_use"] + used["reserved"]:
+                    raise errors.InvalidInput(
+                        reason=f"Quota {name} limit must be equal or greater than existing resources. "
+                        f"Current usage is {used['in_use'] + used['reserved']} and the requested limit is {value}.")
+            quota_engine.set_limits(session, target, values)
+            session.flush()
+            return {"quota_set": quota_set(session, target, usage=False)}
+
+    return await run_in_threadpool(run)
+
+
+@router.delete("/os-quota-sets/{target}", summary="Reset a project's quota to the defaults (admin)")
+async def reset_quota(target: str, s: Scope = Depends(scope)):
+    require_admin(s, "volume_extension:quotas:delete")
+
+    def run():
+        with get_runtime().factory() as session, session.begin():
+            session.execute(delete(Quota).where(Quota.project_id == target))
+
+    await run_in_threadpool(run)
+    return {}
+
+
+@router.get("/os-quota-class-sets/{class_name}", summary="A quota class (admin)")
+async def show_class(class_name: str, s: Scope = Depends(scope)):
+    require_admin(s, "volume_extension:quota_classes")
+    _only_default(class_name)
+
+    def run():
+        rt = get_runtime()
+        with rt.factory() as session:
+            names = _resource_names(session)
+            limits = quota_engine.get_limits(session, "\x00no-project", names, rt.env.quota)
+            return {"quota_class_set": {**{n: limits[n] for n in names}, "id": class_name}}
+
+    return await run_in_threadpool(run)
+
+
+@router.put("/os-quota-class-sets/{class_name}", summary="Set a quota class (admin)")
+async def update_class(class_name: str, request: Request, s: Scope = Depends(scope)):
+    require_admin(s, "volume_extension:quota_classes:update")
+    _only_default(class_name)
+    body = await json_body(request)
+    validate(QUOTA_CLASS_SET, body)
+
+    def run():
+        rt = get_runtime()
+        with rt.factory() as session, session.begin():
+            names = _resource_names(session)
+            quota_engine.set_class_limits(session, _values(body["quota_class_set"], names), class_name)
+            session.flush()
+            limits = quota_engine.get_limits(session, "\x00no-project", names, rt.env.quota)
+            return {"quota_class_set": {n: limits[n] for n in names}}
+
+    return await run_in_threadpool(run)
+
+
+def _only_default(class_name: str) -> None:
+    if class_name != DEFAULT_CLASS:
+        raise HTTPError(404, f"Quota class {class_name} could not be found.")

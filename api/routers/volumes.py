@@ -1,0 +1,368 @@
+"""`/v3/{project_id}/volumes`: create (through the chain), show, list, summary, reset-status."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api import views
+from api.deps import Scope, require_admin, scope
+from api.errors import HTTPError, error_response
+from api.microversion import v
+from api.schemas import RESET_STATUS, create_volume_schema_cached, validate
+from models import utcnow
+from models.flow_log import FlowRun, FlowState
+from models.volume import Volume, VolumeMetadata
+from models.volume_type import VolumeType
+from tasks import errors
+from tasks.policy import WRITER_ROLES
+from workers.runtime import get_runtime
+from workers.submit import submit_create_volume
+
+router = APIRouter(tags=["volumes"])
+
+MAX_LIMIT = 1000
+MAX_FIELD_LEN = 255
+SORT_KEYS = {
+    "id": Volume.id, "name": Volume.display_name, "display_name": Volume.display_name, "status": Volume.status,
+    "size": Volume.size, "created_at": Volume.created_at, "updated_at": Volume.updated_at,
+    "availability_zone": Volume.availability_zone, "volume_type_id": Volume.volume_type_id,
+}
+# Request keys the chain takes, by the name the REST body uses.
+BODY_TO_REQUEST = {
+    "size": "size", "volume_type": "volume_type", "snapshot_id": "snapshot_id", "source_volid": "source_volid",
+    "availability_zone": "availability_zone", "metadata": "metadata", "multiattach": "multiattach",
+    "consistencygroup_id": "consistencygroup_id", "group_id": "group_id", "backup_id": "backup_id",
+}
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > get_runtime().settings.api_max_body_bytes:
+        raise HTTPError(413, "Request is too large.")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise HTTPError(400, "Malformed request body") from None
+
+
+def _trimmed(body: dict, *keys: str) -> tuple[str | None, str | None]:
+    for key in keys:
+        if body.get(key) is not None:
+            return key, body[key].strip()
+    return None, None
+
+
+def create_request(body: dict) -> dict[str, Any]:
+    """The chain's request from a validated REST body (names trimmed and bounded, as Cinder does)."""
+    volume = body["volume"]
+    request: dict[str, Any] = {}
+    for field, aliases in (("name", ("name", "display_name")), ("description", ("description", "display_description"))):
+        key, value = _trimmed(volume, *aliases)
+        if value is not None:
+            if len(value) > MAX_FIELD_LEN:
+                raise errors.InvalidInput(reason=f"{key} has {len(value)} characters, more than {MAX_FIELD_LEN}.")
+            request[field] = value
+    for body_key, request_key in BODY_TO_REQUEST.items():
+        if volume.get(body_key) is not None:
+            request[request_key] = volume[body_key]
+    image = volume.get("imageRef") if volume.get("imageRef") is not None else volume.get("image_id")
+    if image is not None:
+        request["imageRef"] = image
+    hints = body.get("OS-SCH-HNT:scheduler_hints")
+    if hints:
+        request["scheduler_hints"] = hints
+    return request
+
+
+def _prefers_async(request: Request) -> bool:
+    return any(p.strip().lower() == "respond-async" for p in request.headers.get("prefer", "").split(","))
+
+
+@router.post("/volumes", status_code=202, summary="Create a volume (runs the create chain)")
+async def create_volume(request: Request, s: Scope = Depends(scope)):
+    body = await json_body(request)
+    validate(create_volume_schema_cached(s.version), body)
+    req = create_request(body)
+    if not (set(s.identity.roles) & WRITER_ROLES):
+        raise errors.PolicyNotAuthorized(action="volume:create_from_image" if "imageRef" in req else "volume:create")
+    rt = get_runtime()
+    respond_async = _prefers_async(request)
+    key = request.headers.get("idempotency-key")
+    sub = await run_in_threadpool(lambda: submit_create_volume(
+        s.context(), idempotency_key=key, respond_async=respond_async, **req))
+    if respond_async:
+        flow = await run_in_threadpool(_flow, rt, sub.flow_id)
+        return JSONResponse({"volume": _pending_view(flow, s, rt, status="creating")}, status_code=202,
+                            headers={"Preference-Applied": "respond-async"})
+    outcome = await request.app.state.waiter.wait(sub.flow_id, rt.settings.api_wait_seconds)
+    if outcome.finished and not outcome.succeeded:
+        return error_response(outcome.error or {"code": 500})
+    view = await run_in_threadpool(_created_view, rt, s, sub.flow_id, sub.volume_id)
+    return JSONResponse({"volume": view}, status_code=202)
+
+
+def _flow(rt, flow_id: str) -> FlowRun:
+    with rt.factory() as session:
+        return session.get(FlowRun, flow_id)
+
+
+def _created_view(rt, s: Scope, flow_id: str, volume_id: str) -> dict:
+    with rt.factory() as session:
+        vol = session.get(Volume, volume_id)
+        if vol is None or vol.deleted:  # still running after the wait: answer like Cinder, `creating`
+            return _pending_view(session.get(FlowRun, flow_id), s, rt, status="creating")
+        return _detail(session, vol, s, extensions=False)
+
+
+def _type_names(session: Session, type_ids: set[str]) -> dict[str, str]:
+    if not type_ids:
+        return {}
+    return dict(session.execute(select(VolumeType.id, VolumeType.name).where(VolumeType.id.in_(type_ids))).all())
+
+
+def _metadata(session: Session, volume_ids: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {vid: {} for vid in volume_ids}
+    if volume_ids:
+        for vid, key, value in session.execute(
+            select(VolumeMetadata.volume_id, VolumeMetadata.key, VolumeMetadata.value)
+            .where(VolumeMetadata.volume_id.in_(volume_ids))
+        ):
+            out[vid][key] = value
+    return out
+
+
+def _detail(session: Session, vol: Volume, s: Scope, extensions: bool = True) -> dict:
+    names = _type_names(session, {vol.volume_type_id})
+    return views.volume_detail(vol, metadata=_metadata(session, [vol.id])[vol.id], type_name=names.get(vol.volume_type_id),
+                               version=s.version, admin=s.is_admin, base_url=s.base_url, url_project=s.url_project,
+                               extensions=extensions)
+
+
+def _pending_view(flow: FlowRun, s: Scope, rt, status: str) -> dict:
+    """A volume whose row does not exist (yet, or ever): drawn from its flow's request."""
+    req = flow.request or {}
+    size = req.get("size")
+    vol = Volume(
+        id=flow.volume_id, project_id=flow.project_id, user_id=flow.user_id, status=status,
+        size=int(size) if isinstance(size, int) or (isinstance(size, str) and size.isdigit()) else 0,
+        display_name=req.get("name"), display_description=req.get("description"),
+        availability_zone=req.get("availability_zone") or rt.settings.default_availability_zone
+        or rt.settings.storage_availability_zone,
+        volume_type_id=None, snapshot_id=req.get("snapshot_id"), source_volid=req.get("source_volid"),
+        bootable=False, multiattach=False, use_quota=True, shared_targets=True, created_at=flow.created_at,
+    )
+    view = views.volume_detail(vol, metadata=dict(req.get("metadata") or {}), type_name=None, version=s.version,
+                               admin=s.is_admin, base_url=s.base_url, url_project=s.url_project, extensions=False)
+    view["volume_type"] = req.get("volume_type") or rt.settings.default_volume_type
+    return view
+
+
+def _scoped(query, s: Scope, all_tenants: bool = False):
+    if all_tenants and s.is_admin:
+        return query
+    return query.where(Volume.project_id == s.project_id)
+
+
+def _get_volume(session: Session, s: Scope, volume_id: str) -> Volume:
+    query = select(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False))
+    if not s.is_admin:
+        query = query.where(Volume.project_id == s.project_id)
+    vol = session.scalar(query)
+    if vol is None:
+        raise errors.VolumeNotFound(volume_id=volume_id)
+    return vol
+
+
+def _show(s: Scope, volume_id: str) -> dict:
+    rt = get_runtime()
+    with rt.factory() as session:
+        query = select(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False))
+        if not s.is_admin:
+            query = query.where(Volume.project_id == s.project_id)
+        vol = session.scalar(query)
+        if vol is not None:
+            return _detail(session, vol, s)
+        # A create answered before its outcome (Prefer: respond-async) shows through its flow.
+        flow_query = select(FlowRun).where(FlowRun.volume_id == volume_id)
+        if not s.is_admin:
+            flow_query = flow_query.where(FlowRun.project_id == s.project_id)
+        flow = session.scalar(flow_query)
+        if flow is not None and (flow.caller or {}).get("respond_async"):
+            if flow.state == FlowState.RUNNING.value:
+                return _pending_view(flow, s, rt, status="creating")
+            if flow.state != FlowState.SUCCEEDED.value:
+                view = _pending_view(flow, s, rt, status="error")
+                return view
+    raise errors.VolumeNotFound(volume_id=volume_id)
+
+
+@router.get("/volumes/summary", summary="Count and total size of the project's volumes")
+async def summary(request: Request, s: Scope = Depends(scope)):
+    all_tenants = _all_tenants(request, s)
+
+    def run() -> dict:
+        with get_runtime().factory() as session:
+            count, total = session.execute(_scoped(
+                select(func.count(), func.coalesce(func.sum(Volume.size), 0)).where(Volume.deleted.is_(False)),
+                s, all_tenants)).one()
+            out: dict[str, Any] = {"total_size": int(total), "total_count": int(count)}
+            if s.version >= v("3.36"):
+                meta: dict[str, list[str]] = {}
+                rows = session.execute(_scoped(
+                    select(VolumeMetadata.key, VolumeMetadata.value).join(Volume, Volume.id == VolumeMetadata.volume_id)
+                    .where(Volume.deleted.is_(False)), s, all_tenants))
+                for key, value in rows:
+                    meta.setdefault(key, [])
+                    if value not in meta[key]:
+                        meta[key].append(value)
+                out["metadata"] = meta
+            return {"volume-summary": out}
+
+    return await run_in_threadpool(run)
+
+
+def _all_tenants(request: Request, s: Scope) -> bool:
+    value = request.query_params.get("all_tenants")
+    if value is None:
+        return False
+    if not s.is_admin:
+        raise errors.PolicyNotAuthorized(action="volume:get_all_tenants")
+    return value.strip().lower() not in ("0", "false", "off", "no", "n", "f")
+
+
+def _int_param(request: Request, name: str, default: int | None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.InvalidInput(reason=f"{name} param must be an integer") from None
+    if value < 0:
+        raise errors.InvalidInput(reason=f"{name} param must be positive")
+    return value
+
+
+def _sort(request: Request) -> list:
+    params = request.query_params
+    pairs: list[tuple[str, str]] = []
+    if params.get("sort"):
+        for item in params["sort"].split(","):
+            key, _, direction = item.strip().partition(":")
+            pairs.append((key.strip(), (direction or "desc").strip().lower()))
+    elif params.get("sort_key"):
+        keys = params["sort_key"].split(",")
+        dirs = (params.get("sort_dir") or "desc").split(",")
+        pairs = [(k.strip(), (dirs[i] if i < len(dirs) else dirs[-1]).strip().lower()) for i, k in enumerate(keys)]
+    order = []
+    for key, direction in pairs or [("created_at", "desc")]:
+        column = SORT_KEYS.get(key)
+        if column is None:
+            raise errors.InvalidInput(reason=f"Invalid sort key: {key}")
+        if direction not in ("asc", "desc"):
+            raise errors.InvalidInput(reason=f"Invalid sort direction: {direction}")
+        order.append(column.asc() if direction == "asc" else column.desc())
+    order.append(Volume.id.desc())
+    return order
+
+
+def _metadata_filter(raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw.replace("'", '"'))
+    except ValueError:
+        raise errors.InvalidInput(reason="metadata filter must be a JSON object") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in value.items()):
+        raise errors.InvalidInput(reason="metadata filter must map strings to strings")
+    return value
+
+
+def _list(request: Request, s: Scope, detail: bool) -> dict:
+    params = request.query_params
+    all_tenants = _all_tenants(request, s)
+    limit = min(_int_param(request, "limit", MAX_LIMIT), MAX_LIMIT)
+    marker = params.get("marker")
+    order = _sort(request)
+    with get_runtime().factory() as session:
+        query = _scoped(select(Volume).where(Volume.deleted.is_(False)), s, all_tenants)
+        if params.get("name") is not None:
+            query = query.where(Volume.display_name == params["name"])
+        if s.version >= v("3.34") and params.get("name~") is not None:
+            query = query.where(Volume.display_name.contains(params["name~"], autoescape=True))
+        if params.get("status") is not None:
+            query = query.where(Volume.status == params["status"])
+        if params.get("availability_zone") is not None:
+            query = query.where(Volume.availability_zone == params["availability_zone"])
+        if params.get("metadata"):
+            for key, value in _metadata_filter(params["metadata"]).items():
+                query = query.where(Volume.id.in_(select(VolumeMetadata.volume_id).where(
+                    VolumeMetadata.key == key, VolumeMetadata.value == value)))
+        if marker:
+            marked = session.scalar(_scoped(select(Volume).where(Volume.id == marker), s, all_tenants))
+            if marked is None:
+                raise errors.InvalidInput(reason=f"marker [{marker}] not found")
+            ids = session.scalars(query.with_only_columns(Volume.id).order_by(*order)).all()
+            after = ids[ids.index(marker) + 1:] if marker in ids else []
+            query = query.where(Volume.id.in_(after[:limit])) if after else query.where(False)
+        volumes = session.scalars(query.order_by(*order).limit(limit)).all()
+        ids = [vol.id for vol in volumes]
+        if detail:
+            names = _type_names(session, {vol.volume_type_id for vol in volumes})
+            metadata = _metadata(session, ids)
+            items = [views.volume_detail(vol, metadata=metadata[vol.id], type_name=names.get(vol.volume_type_id),
+                                         version=s.version, admin=s.is_admin, base_url=s.base_url,
+                                         url_project=s.url_project) for vol in volumes]
+        else:
+            items = [views.volume_summary(vol, base_url=s.base_url, url_project=s.url_project) for vol in volumes]
+    out: dict[str, Any] = {"volumes": items}
+    if limit and len(items) == limit:
+        prefix = f"{s.url_project}/" if s.url_project else ""
+        path = "volumes/detail" if detail else "volumes"
+        out["volumes_links"] = [{"rel": "next", "href": f"{s.base_url}/v3/{prefix}{path}?limit={limit}&marker={ids[-1]}"}]
+    return out
+
+
+@router.get("/volumes", summary="List volumes (id, name, links)")
+async def list_volumes(request: Request, s: Scope = Depends(scope)):
+    return await run_in_threadpool(_list, request, s, False)
+
+
+@router.get("/volumes/detail", summary="List volumes with details")
+async def list_volumes_detail(request: Request, s: Scope = Depends(scope)):
+    return await run_in_threadpool(_list, request, s, True)
+
+
+@router.get("/volumes/{volume_id}", summary="Show a volume")
+async def show_volume(volume_id: str, s: Scope = Depends(scope)):
+    return {"volume": await run_in_threadpool(_show, s, volume_id)}
+
+
+@router.post("/volumes/{volume_id}/action", status_code=202, summary="Volume actions (admin: os-reset_status)")
+async def volume_action(volume_id: str, request: Request, s: Scope = Depends(scope)):
+    body = await json_body(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise HTTPError(400, "Malformed request body")
+    action = next(iter(body))
+    if action != "os-reset_status":
+        raise HTTPError(400, f"There is no such action: {action}")
+    require_admin(s, "volume_extension:volume_admin_actions:reset_status")
+    validate(RESET_STATUS, body)
+    change = body["os-reset_status"]
+
+    def run() -> None:
+        with get_runtime().factory() as session, session.begin():
+            vol = _get_volume(session, s, volume_id)
+            if "status" in change:
+                vol.status = change["status"]
+            if "attach_status" in change:
+                vol.attach_status = change["attach_status"]
+            vol.updated_at = utcnow()
+
+    await run_in_threadpool(run)
+    return Response(status_code=202)
