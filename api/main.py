@@ -63,7 +63,11 @@ def create_app() -> FastAPI:
                 response = errors.fault(413, "Request is too large.")
                 echoed = f"{SERVICE} {request.state.version}"
             else:
-                response = await call_next(request)
+                try:
+                    response = await call_next(request)
+                except Exception:  # unexpected: still a Cinder-shaped 500 with our headers
+                    log.exception("unexpected error on %s %s", request.method, request.url.path)
+                    response = errors.fault(500, errors.GENERIC_500)
                 echoed = f"{SERVICE} {request.state.version}"
         response.headers["X-OpenStack-Request-Id"] = request_id
         response.headers["X-Compute-Request-Id"] = request_id

@@ -9,26 +9,29 @@ from api import views
 from api.deps import Scope, require_admin, scope
 from api.errors import HTTPError
 from api.routers.volumes import json_body
-from api.schemas import BOOLEAN, EXTRA_SPECS, VOLUME_TYPE_CREATE, validate
+from api.schemas import EXTRA_SPECS, VOLUME_TYPE_CREATE, validate
 from tasks import catalog, errors, lookups
 from workers.runtime import get_runtime
 
 router = APIRouter(tags=["volume types"])
-TRUE = {v for v in BOOLEAN["enum"] if isinstance(v, str) and v.lower() in ("true", "1", "on", "yes", "y", "t")} | {True}
+TRUE_WORDS = {"true", "1", "on", "yes", "y", "t"}
 
 
-def _is_public_filter(request: Request, s: Scope) -> bool | None:
+def _truthy(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() in TRUE_WORDS)
+
+
+def _is_public_filter(request: Request) -> bool | None:
+    """`?is_public=true|false`; absent or `none`: every type the caller may see."""
     raw = request.query_params.get("is_public")
-    if raw is None:
-        return None if s.is_admin else None
-    if raw.lower() == "none":
+    if raw is None or raw.strip().lower() == "none":
         return None
-    return raw in TRUE or raw.lower() in ("true", "1", "yes", "on")
+    return _truthy(raw)
 
 
 @router.get("/types", summary="List volume types visible to the caller")
 async def list_types(request: Request, s: Scope = Depends(scope)):
-    is_public = _is_public_filter(request, s)
+    is_public = _is_public_filter(request)
 
     def run():
         with get_runtime().factory() as session:
@@ -68,8 +71,8 @@ async def create_type(request: Request, s: Scope = Depends(scope)):
     body = await json_body(request)
     validate(VOLUME_TYPE_CREATE, body)
     spec = body["volume_type"]
-    is_public = spec.get("os-volume-type-access:is_public", True)
-    is_public = True if is_public is None else (is_public in TRUE or str(is_public).lower() in ("true", "1", "yes", "on", "y", "t"))
+    raw_public = spec.get("os-volume-type-access:is_public")
+    is_public = True if raw_public is None else _truthy(raw_public)
 
     def run():
         with get_runtime().factory() as session, session.begin():
