@@ -37,9 +37,7 @@ def error_line(error: dict[str, Any] | None) -> str | None:
 
 def load_flow(flow_id: str) -> dict[str, Any]:
     """The flow row and its steps, in chain order (steps that never ran included)."""
-    from sqlalchemy import select
-
-    from models.flow_log import FlowRun, FlowStep
+    from models.flow_log import FlowRun
     from tasks import errors
     from tasks.flow import STEP_NAMES
     from workers.runtime import get_runtime
@@ -48,13 +46,13 @@ def load_flow(flow_id: str) -> dict[str, Any]:
         run = session.get(FlowRun, flow_id)
         if run is None:
             raise errors.FlowNotFound(flow_id=flow_id)
-        recorded = {s.step: s for s in session.scalars(select(FlowStep).where(FlowStep.flow_id == flow_id))}
+    recorded = run.steps or {}
     steps = []
     for name in STEP_NAMES:
-        row = recorded.get(name)
-        state = row.state if row else ("failed" if name == run.failed_step else "not run")
-        steps.append({"step": name, "state": state, "done_at": row.done_at if row else None,
-                      "reverted_at": row.reverted_at if row else None, "result": row.result if row else None})
+        rec = recorded.get(name)
+        state = rec["state"] if rec else ("failed" if name == run.failed_step else "not run")
+        steps.append({"step": name, "state": state, "done_at": rec["done_at"] if rec else None,
+                      "reverted_at": rec.get("reverted_at") if rec else None, "result": rec["result"] if rec else None})
     return {
         "id": run.id, "kind": run.kind, "volume_id": run.volume_id, "project_id": run.project_id,
         "user_id": run.user_id, "state": run.state, "error": run.error, "failed_step": run.failed_step,

@@ -28,7 +28,9 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per checkout. A dropped connection raises OperationalError,
+    # which the pool invalidates and the step retries (workers/steps.py); recycle stale ones anyway.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
 
 
 def session_factory(url: str, pool_size: int = 5) -> sessionmaker[Session]:

@@ -1,4 +1,4 @@
-"""The durable flow log: one run per create, one row per step that took effect.
+"""The durable flow log: one row per create; each step that took effect is recorded on it.
 
 Flow states and their edges:
 
@@ -7,8 +7,11 @@ Flow states and their edges:
     compensating  -> reverted        every recorded step was undone, in reverse
     compensating  -> needs_attention compensation kept failing; an operator must look
 
-Step states: `done` (the effect committed with this row) and `reverted` (its compensation
+Step records live in `FlowRun.steps`: step name -> {"state", "result", "done_at", "reverted_at"}.
+Step states: `done` (the effect committed with the record) and `reverted` (its compensation
 committed with the update). A step is never recorded without its effect, nor the reverse.
+Keeping the records on the flow row means the one `SELECT ... FOR UPDATE` that serialises a
+flow's steps also returns their records, as of the latest commit.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models import Base, utcnow
@@ -65,6 +68,7 @@ class FlowRun(Base):
     request: Mapped[dict]
     caller: Mapped[dict | None]  # roles and is_admin of who submitted: enough to resume from the log
     error: Mapped[dict | None]
+    steps: Mapped[dict] = mapped_column(default=dict)
     failed_step: Mapped[str | None] = mapped_column(String(64))
     root_task_id: Mapped[str | None] = mapped_column(String(36))
     compensation_attempts: Mapped[int] = mapped_column(default=0)
@@ -72,13 +76,3 @@ class FlowRun(Base):
     progress_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
-
-class FlowStep(Base):
-    __tablename__ = "flow_steps"
-
-    flow_id: Mapped[str] = mapped_column(ForeignKey("flow_runs.id"), primary_key=True)
-    step: Mapped[str] = mapped_column(String(64), primary_key=True)
-    state: Mapped[str] = mapped_column(String(32), default=StepState.DONE.value)
-    result: Mapped[dict]
-    done_at: Mapped[datetime] = mapped_column(default=utcnow)
-    reverted_at: Mapped[datetime | None]

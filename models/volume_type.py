@@ -32,9 +32,11 @@ class VolumeType(Base):
     deleted: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    # Loaded with the type in one query: a create reads the type, its specs and its encryption.
     extra_specs: Mapped[list[VolumeTypeExtraSpec]] = relationship(
-        cascade="all, delete-orphan", lazy="selectin"
+        cascade="all, delete-orphan", lazy="joined"
     )
+    encryption: Mapped[Encryption | None] = relationship(lazy="joined", viewonly=True, uselist=False)
 
     def specs(self) -> dict[str, str]:
         return {s.key: s.value for s in self.extra_specs}

@@ -33,7 +33,8 @@ class CreateContext:
         return dataclasses.replace(self, **provided)
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Shallow: the values are already plain JSON (dataclasses.asdict would deep-copy them).
+        data = {f.name: getattr(self, f.name) for f in _FIELDS}
         data["roles"] = list(self.roles)
         return data
 
@@ -42,6 +43,9 @@ class CreateContext:
         data = dict(data)
         data["roles"] = tuple(data.get("roles") or ())
         return cls(**data)
+
+
+_FIELDS = dataclasses.fields(CreateContext)
 
 
 @dataclass(frozen=True)

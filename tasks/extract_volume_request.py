@@ -370,7 +370,7 @@ def _pick_zones(session, env: StepEnv, requested, vtype, zones, snap_volume, sou
 
 
 def _encryption_key(session, vtype, snap, source, image) -> str | None:
-    enc = lookups.encryption_spec(session, vtype.id)
+    enc = vtype.encryption
     if enc is None:
         return None
     source_key = (snap.encryption_key_id if snap else None) or (source.encryption_key_id if source else None)

@@ -32,7 +32,7 @@ class ReservationExpired(errors.VolchainError):
 
 def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     reservations = ctx.reservations or []
-    committed = quota_engine.commit(session, reservations)
+    committed = quota_engine.commit(session, reservations, scope=(ctx.project_id, list(ctx.deltas or {})))
     if committed != len(reservations):
         raise ReservationExpired(volume_id=ctx.volume_id)
     return {"committed": True}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
-from sqlalchemy import delete, func, literal, select
+from sqlalchemy import bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -149,14 +149,46 @@ def _insert_ignore(session: Session):
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, QuotaUsage]:
-    rows = session.scalars(
-        select(QuotaUsage)
-        .where(QuotaUsage.project_id == project_id, QuotaUsage.resource.in_(list(resources)))
-        .order_by(QuotaUsage.id)
-        .with_for_update()
-    ).all()
-    return {row.resource: row for row in rows}
+class _Usage:
+    """A locked usage row as plain values; `_write_usages` saves the changed ones in one batch."""
+
+    __slots__ = ("id", "resource", "in_use", "reserved", "until_refresh", "updated_at", "dirty")
+
+    def __init__(self, row) -> None:
+        self.id, self.resource, self.in_use, self.reserved = row.id, row.resource, row.in_use, row.reserved
+        self.until_refresh, self.updated_at, self.dirty = row.until_refresh, row.updated_at, False
+
+
+_USAGES = QuotaUsage.__table__
+_RESERVATIONS = Reservation.__table__
+_LOCK_USAGES = (
+    select(_USAGES.c.id, _USAGES.c.resource, _USAGES.c.in_use, _USAGES.c.reserved, _USAGES.c.until_refresh,
+           _USAGES.c.updated_at)
+    .where(_USAGES.c.project_id == bindparam("project_id"), _USAGES.c.resource.in_(bindparam("resources", expanding=True)))
+    .order_by(_USAGES.c.id)
+    .with_for_update()
+)
+_WRITE_USAGE = (
+    update(_USAGES)
+    .where(_USAGES.c.id == bindparam("b_id"))
+    .values(in_use=bindparam("b_in_use"), reserved=bindparam("b_reserved"),
+            until_refresh=bindparam("b_until_refresh"), updated_at=bindparam("b_updated_at"))
+)
+
+
+def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, _Usage]:
+    rows = session.execute(_LOCK_USAGES, {"project_id": project_id, "resources": list(resources)})
+    return {row.resource: _Usage(row) for row in rows}
+
+
+def _write_usages(session: Session, usages: Iterable[_Usage], now: datetime) -> None:
+    changed = [
+        {"b_id": u.id, "b_in_use": u.in_use, "b_reserved": u.reserved, "b_until_refresh": u.until_refresh,
+         "b_updated_at": now}
+        for u in usages if u.dirty
+    ]
+    if changed:
+        session.connection().execute(_WRITE_USAGE, changed)
 
 
 def _resolve_expire(expire) -> datetime:
@@ -223,16 +255,20 @@ def reserve(
         refresh = usage.in_use < 0
         if usage.until_refresh is not None:
             usage.until_refresh -= 1
+            usage.dirty = True
             refresh = refresh or usage.until_refresh <= 0
         if config.max_age and usage.updated_at and (now - usage.updated_at).total_seconds() >= config.max_age:
             refresh = True
         if refresh:
             usage.in_use = sync_usage(session, project_id, name, config)
             usage.until_refresh = config.until_refresh or None
+            usage.dirty = True
         elif config.until_refresh and (usage.until_refresh is None or usage.until_refresh > config.until_refresh):
             usage.until_refresh = config.until_refresh
-        elif not config.until_refresh:
+            usage.dirty = True
+        elif not config.until_refresh and usage.until_refresh is not None:
             usage.until_refresh = None
+            usage.dirty = True
 
     for name, delta in deltas.items():
         usage = usages[name]
@@ -263,68 +299,77 @@ def reserve(
         )
         if delta > 0:
             usage.reserved += delta
-        usage.updated_at = now
-    session.execute(Reservation.__table__.insert(), rows)
-    session.flush()
+        usage.dirty = True
+    session.execute(_RESERVATIONS.insert(), rows)
+    _write_usages(session, usages.values(), now)
     return uuids
 
 
-def _lock_reservations(session: Session, uuids: Iterable[str]) -> list[Reservation]:
-    uuids = list(uuids)
+_PENDING = select(_RESERVATIONS.c.usage_id).where(_RESERVATIONS.c.uuid.in_(bindparam("uuids", expanding=True)))
+_LOCK_USAGES_BY_ID = (
+    select(_USAGES.c.id, _USAGES.c.resource, _USAGES.c.in_use, _USAGES.c.reserved, _USAGES.c.until_refresh,
+           _USAGES.c.updated_at)
+    .where(_USAGES.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_USAGES.c.id)
+    .with_for_update()
+)
+_LOCK_RESERVATIONS = (
+    select(_RESERVATIONS.c.id, _RESERVATIONS.c.usage_id, _RESERVATIONS.c.delta)
+    .where(_RESERVATIONS.c.uuid.in_(bindparam("uuids", expanding=True)))
+    .order_by(_RESERVATIONS.c.id)
+    .with_for_update()
+)
+_DELETE_RESERVATIONS = delete(_RESERVATIONS).where(_RESERVATIONS.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _lock_reservations(
+    session: Session, uuids: list[str], scope: tuple[str, Iterable[str]] | None
+) -> tuple[list, dict[int, _Usage]]:
+    """Lock the usage rows (by id order), then the pending reservations among `uuids`.
+
+    `scope` (project id, resource names), when the caller knows it, saves the look-up of the
+    usage rows the reservations point at.
+    """
     if not uuids:
-        return []
-    usage_ids = list(session.scalars(select(Reservation.usage_id).where(Reservation.uuid.in_(uuids))))
-    if not usage_ids:
-        return []
-    usages = {
-        u.id: u
-        for u in session.scalars(
-            select(QuotaUsage).where(QuotaUsage.id.in_(usage_ids)).order_by(QuotaUsage.id).with_for_update()
-        )
-    }
-    reservations = session.scalars(
-        select(Reservation).where(Reservation.uuid.in_(uuids)).order_by(Reservation.id).with_for_update()
-    ).all()
-    for r in reservations:
-        r._usage = usages[r.usage_id]  # type: ignore[attr-defined]
-    return list(reservations)
+        return [], {}
+    if scope is not None:
+        usages = {u.id: u for u in _lock_usages(session, scope[0], scope[1]).values()}
+    else:
+        usage_ids = list(session.scalars(_PENDING, {"uuids": uuids}))
+        if not usage_ids:
+            return [], {}
+        usages = {row.id: _Usage(row) for row in session.execute(_LOCK_USAGES_BY_ID, {"ids": usage_ids})}
+    reservations = session.execute(_LOCK_RESERVATIONS, {"uuids": uuids}).all()
+    return reservations, usages
 
 
-def commit(session: Session, uuids: Iterable[str]) -> int:
-    """Move reserved deltas into in_use; return how many reservations were still pending."""
-    reservations = _lock_reservations(session, uuids)
+def _settle(session: Session, uuids: Iterable[str], scope, use: bool) -> int:
+    reservations, usages = _lock_reservations(session, list(uuids), scope)
+    if not reservations:
+        return 0
     now = utcnow()
     for r in reservations:
-        usage = r._usage  # type: ignore[attr-defined]
+        usage = usages[r.usage_id]
         if r.delta >= 0:
             usage.reserved -= min(r.delta, usage.reserved)
-            usage.in_use += r.delta
-        else:
+            if use:
+                usage.in_use += r.delta
+        elif use:
             usage.in_use += max(r.delta, -usage.in_use)
-        usage.updated_at = now
-    _delete_reservations(session, reservations)
+        usage.dirty = True
+    _write_usages(session, usages.values(), now)
+    session.execute(_DELETE_RESERVATIONS, {"ids": [r.id for r in reservations]})
     return len(reservations)
 
 
-def rollback(session: Session, uuids: Iterable[str]) -> int:
+def commit(session: Session, uuids: Iterable[str], scope: tuple[str, Iterable[str]] | None = None) -> int:
+    """Move reserved deltas into in_use; return how many reservations were still pending."""
+    return _settle(session, uuids, scope, use=True)
+
+
+def rollback(session: Session, uuids: Iterable[str], scope: tuple[str, Iterable[str]] | None = None) -> int:
     """Release reserved deltas without using them; return how many were still pending."""
-    reservations = _lock_reservations(session, uuids)
-    now = utcnow()
-    for r in reservations:
-        usage = r._usage  # type: ignore[attr-defined]
-        if r.delta >= 0:
-            usage.reserved -= min(r.delta, usage.reserved)
-        usage.updated_at = now
-    _delete_reservations(session, reservations)
-    return len(reservations)
-
-
-def _delete_reservations(session: Session, reservations: list[Reservation]) -> None:
-    if reservations:
-        session.execute(delete(Reservation).where(Reservation.id.in_([r.id for r in reservations])))
-        for r in reservations:
-            session.expunge(r)
-    session.flush()
+    return _settle(session, uuids, scope, use=False)
 
 
 def release(session: Session, project_id: str, deltas: Mapping[str, int]) -> None:
@@ -333,14 +378,12 @@ def release(session: Session, project_id: str, deltas: Mapping[str, int]) -> Non
     `deltas` are the positive amounts that were committed; in_use never drops below 0.
     """
     usages = _lock_usages(session, project_id, deltas)
-    now = utcnow()
     for name, amount in deltas.items():
         usage = usages.get(name)
-        if usage is None:
-            continue
-        usage.in_use -= min(amount, usage.in_use)
-        usage.updated_at = now
-    session.flush()
+        if usage is not None:
+            usage.in_use -= min(amount, usage.in_use)
+            usage.dirty = True
+    _write_usages(session, usages.values(), utcnow())
 
 
 def expire(session: Session, now: datetime | None = None, limit: int = 500) -> int:

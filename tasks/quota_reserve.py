@@ -40,4 +40,5 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
 def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:
     if "quota_commit" in records:
         return
-    quota_engine.rollback(session, records[name]["reservations"])
+    quota_engine.rollback(session, records[name]["reservations"],
+                          scope=(flow.project_id, list(records[name]["deltas"])))

@@ -1,7 +1,7 @@
 """Run one step with its flow-log record, and compensate a flow from its log.
 
-A step's effect and its `flow_steps` row commit in one transaction, under a lock on the flow row.
-A redelivered step finds its row and returns what was recorded, without repeating the effect.
+A step's effect and its record (on the flow row) commit in one transaction, under a lock on the
+flow row. A redelivered step finds its record and returns it, without repeating the effect.
 Compensation reads only the log, so any worker can run it again after a crash.
 """
 
@@ -11,11 +11,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
-from models.flow_log import FlowRun, FlowState, FlowStep, StepState, TERMINAL_STATES
+from models.flow_log import FlowRun, FlowState, StepState, TERMINAL_STATES
 from tasks import errors
 from tasks.context import CreateContext
 from tasks.quota_engine import QuotaConfig
@@ -77,18 +77,15 @@ def inject(env: StepEnv, ctx: CreateContext, step: str, when: str) -> None:
             raise errors.InjectedFailure(step=step, when=when)
 
 
-def _lock_flow(session: Session, flow_id: str, step: str) -> tuple[str, dict | None]:
-    """Lock the flow row, then read this step's record.
+_LOCK_FLOW = select(FlowRun.state, FlowRun.steps).where(FlowRun.id == bindparam("flow_id")).with_for_update()
 
-    Two statements on purpose: under READ COMMITTED, a joined row read in the same statement as
-    the lock comes from the snapshot taken before the lock wait, so a redelivered step waiting
-    on its twin would miss the record its twin just committed.
-    """
-    state = session.scalar(select(FlowRun.state).where(FlowRun.id == flow_id).with_for_update())
-    if state is None:
+
+def _lock_flow(session: Session, flow_id: str) -> tuple[str, dict]:
+    """Lock the flow row and read its step records (as of the latest commit, after the lock)."""
+    row = session.execute(_LOCK_FLOW, {"flow_id": flow_id}).first()
+    if row is None:
         raise errors.FlowNotFound(flow_id=flow_id)
-    record = session.scalar(select(FlowStep.result).where(FlowStep.flow_id == flow_id, FlowStep.step == step))
-    return state, record
+    return row.state, row.steps or {}
 
 
 def run_step(
@@ -96,18 +93,20 @@ def run_step(
 ) -> CreateContext:
     """Run `step` once for this flow: effect + record in one transaction; replay if recorded."""
     with factory() as session, session.begin():
-        state, record = _lock_flow(session, ctx.flow_id, step.name)
+        state, steps = _lock_flow(session, ctx.flow_id)
+        record = steps.get(step.name)
         if record is not None:
             log.info("flow %s: %s already recorded, replaying its result", ctx.flow_id, step.name)
-            return ctx.merge(record)
+            return ctx.merge(record["result"])
         if state != FlowState.RUNNING.value:
             raise FlowNotRunning(flow_id=ctx.flow_id, state=state, step=step.name)
         inject(env, ctx, step.name, "before")
         provided = step.run(session, ctx, env)
         inject(env, ctx, step.name, "before_commit")
         now = utcnow()
-        session.add(FlowStep(flow_id=ctx.flow_id, step=step.name, result=provided, done_at=now))
-        values: dict[str, Any] = {"progress_at": now}
+        steps = {**steps, step.name: {"state": StepState.DONE.value, "result": provided,
+                                      "done_at": now.isoformat(), "reverted_at": None}}
+        values: dict[str, Any] = {"steps": steps, "progress_at": now}
         if final:
             values.update(state=FlowState.SUCCEEDED.value, finished_at=now)
         session.execute(update(FlowRun).where(FlowRun.id == ctx.flow_id).values(**values))
@@ -142,22 +141,17 @@ def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], 
         if FlowState(flow.state) in TERMINAL_STATES:
             return flow.state
         now = utcnow()
-        if flow.state == FlowState.RUNNING.value:
-            flow.state = FlowState.COMPENSATING.value
         if flow.error is None:
             flow.error = UNKNOWN_FAILURE
-        rows = {
-            row.step: row
-            for row in session.scalars(select(FlowStep).where(FlowStep.flow_id == flow_id).with_for_update())
-        }
-        records = {name: row.result for name, row in rows.items()}
+        recorded = {name: dict(rec) for name, rec in (flow.steps or {}).items()}
+        results = {name: rec["result"] for name, rec in recorded.items()}
         for step in reversed(steps):
-            row = rows.get(step.name)
-            if row is None or row.state != StepState.DONE.value:
+            rec = recorded.get(step.name)
+            if rec is None or rec["state"] != StepState.DONE.value:
                 continue
-            step.revert(session, flow, records, env)
-            row.state = StepState.REVERTED.value
-            row.reverted_at = now
+            step.revert(session, flow, results, env)
+            rec.update(state=StepState.REVERTED.value, reverted_at=now.isoformat())
+        flow.steps = recorded
         flow.state = FlowState.REVERTED.value
         flow.finished_at = now
         flow.progress_at = now
@@ -165,11 +159,14 @@ def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], 
 
 
 def park(factory: sessionmaker[Session], flow_id: str, reason: str) -> None:
-    """Give up on compensating a flow: needs_attention, so an operator sees it (never dropped)."""
+    """Give up on compensating a flow: needs_attention, so an operator sees it (never dropped).
+
+    The original error is kept; why compensation failed is added to it.
+    """
     with factory() as session, session.begin():
-        session.execute(
-            update(FlowRun)
-            .where(FlowRun.id == flow_id, FlowRun.state.in_([FlowState.RUNNING.value, FlowState.COMPENSATING.value]))
-            .values(state=FlowState.NEEDS_ATTENTION.value, progress_at=utcnow(),
-                    error={"type": "CompensationFailed", "code": 500, "message": reason[:1000]})
-        )
+        flow = session.scalar(select(FlowRun).where(FlowRun.id == flow_id).with_for_update())
+        if flow is None or flow.state not in (FlowState.RUNNING.value, FlowState.COMPENSATING.value):
+            return
+        flow.error = {**(flow.error or UNKNOWN_FAILURE), "compensation_error": reason[:1000]}
+        flow.state = FlowState.NEEDS_ATTENTION.value
+        flow.progress_at = utcnow()

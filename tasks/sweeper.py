@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
-from models.flow_log import FlowRun, FlowState, FlowStep
+from models.flow_log import FlowRun, FlowState
 from tasks import errors, quota_engine
 from tasks.context import CreateContext
 from tasks.runner import StepEnv, compensate, park, record_failure, run_step
@@ -56,8 +56,12 @@ def context_from_log(session: Session, flow_id: str) -> CreateContext:
     ctx = CreateContext(flow_id=flow.id, volume_id=flow.volume_id, project_id=flow.project_id,
                         user_id=flow.user_id, roles=tuple(caller.get("roles") or ()),
                         is_admin=bool(caller.get("is_admin")), request=flow.request)
-    for row in session.scalars(select(FlowStep).where(FlowStep.flow_id == flow_id).order_by(FlowStep.done_at)):
-        ctx = ctx.merge(row.result)
+    from tasks.flow import STEP_NAMES
+
+    recorded = flow.steps or {}
+    for name in STEP_NAMES:
+        if name in recorded:
+            ctx = ctx.merge(recorded[name]["result"])
     return ctx
 
 

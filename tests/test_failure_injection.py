@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from models.flow_log import FlowRun, FlowStep
+from models.flow_log import FlowRun
 from models.quota import QuotaUsage, Reservation
 from models.volume import Volume
 from tasks.volume_cast import message_id
@@ -42,8 +42,7 @@ def _state(db, sub) -> dict:
         vol = s.scalar(select(Volume).where(Volume.id == sub.volume_id))
         return {
             "flow": (flow.state, flow.error, flow.failed_step, flow.finished_at),
-            "steps": {r.step: (r.state, r.reverted_at)
-                      for r in s.scalars(select(FlowStep).where(FlowStep.flow_id == sub.flow_id))},
+            "steps": {name: (r["state"], r["reverted_at"]) for name, r in (flow.steps or {}).items()},
             "volume": None if vol is None else (vol.status, vol.deleted, vol.use_quota, vol.host, vol.updated_at),
             "usage": {u.resource: (u.in_use, u.reserved)
                       for u in s.scalars(select(QuotaUsage).where(QuotaUsage.project_id == flow.project_id))},

@@ -19,7 +19,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.flow_log import FlowRun, FlowState, FlowStep, TERMINAL_STATES
+from models.flow_log import FlowRun, FlowState, TERMINAL_STATES
 from tasks import errors
 
 KEY_PREFIX = "volchain:flow-done:"
@@ -92,14 +92,12 @@ def notify(broker_url: str, flow_id: str, state: str) -> None:
 def read_outcome(factory: sessionmaker[Session], flow_id: str) -> FlowOutcome:
     with factory() as session:
         row = session.execute(
-            select(FlowRun.volume_id, FlowRun.state, FlowRun.error).where(FlowRun.id == flow_id)
+            select(FlowRun.volume_id, FlowRun.state, FlowRun.error, FlowRun.steps).where(FlowRun.id == flow_id)
         ).first()
-        if row is None:
-            raise errors.FlowNotFound(flow_id=flow_id)
-        cast = session.scalar(
-            select(FlowStep.result).where(FlowStep.flow_id == flow_id, FlowStep.step == "volume_cast")
-        )
-        return FlowOutcome(flow_id, row.volume_id, row.state, row.error, (cast or {}).get("cast"))
+    if row is None:
+        raise errors.FlowNotFound(flow_id=flow_id)
+    cast = ((row.steps or {}).get("volume_cast") or {}).get("result") or {}
+    return FlowOutcome(flow_id, row.volume_id, row.state, row.error, cast.get("cast"))
 
 
 def wait_for_flow(

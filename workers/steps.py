@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # Database errors worth another try (deadlock, serialization failure, lost connection).
 TRANSIENT = (OperationalError,)
 STEP_MAX_RETRIES = 5
+# Celery formats every return value for its log line; a step returns the whole context, so keep
+# that short (the flow log, not the worker log, is where results are read).
+RESULT_REPR_MAX = 96
 
 
 def _retry_delay(retries: int) -> float:
@@ -34,7 +37,7 @@ def _make_step_task(step):
     final = step.name == FINAL_STEP
 
     @app.task(name=f"volchain.create.{step.name}", bind=True, acks_late=True,
-              throws=errors.EXPECTED_ERRORS, max_retries=STEP_MAX_RETRIES)
+              throws=errors.EXPECTED_ERRORS, max_retries=STEP_MAX_RETRIES, resultrepr_maxsize=RESULT_REPR_MAX)
     def step_task(self, ctx_json: dict) -> dict:
         rt = get_runtime()
         ctx = CreateContext.from_json(ctx_json)

@@ -35,6 +35,7 @@ def upgrade() -> None:
     sa.Column('state', sa.String(length=32), nullable=False),
     sa.Column('request', sa.JSON(), nullable=False),
     sa.Column('caller', sa.JSON(), nullable=True),
+    sa.Column('steps', sa.JSON(), nullable=False),
     sa.Column('error', sa.JSON(), nullable=True),
     sa.Column('failed_step', sa.String(length=64), nullable=True),
     sa.Column('root_task_id', sa.String(length=36), nullable=True),
@@ -146,16 +147,6 @@ def upgrade() -> None:
     with op.batch_alter_table('volumes', schema=None) as batch_op:
         batch_op.create_index('ix_volumes_project_live', ['project_id', 'deleted'], unique=False)
 
-    op.create_table('flow_steps',
-    sa.Column('flow_id', sa.String(length=36), nullable=False),
-    sa.Column('step', sa.String(length=64), nullable=False),
-    sa.Column('state', sa.String(length=32), nullable=False),
-    sa.Column('result', sa.JSON(), nullable=False),
-    sa.Column('done_at', sa.DateTime(), nullable=False),
-    sa.Column('reverted_at', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['flow_id'], ['flow_runs.id'], name=op.f('fk_flow_steps_flow_id_flow_runs')),
-    sa.PrimaryKeyConstraint('flow_id', 'step', name=op.f('pk_flow_steps'))
-    )
     op.create_table('reservations',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -272,7 +263,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_reservations_expire')
 
     op.drop_table('reservations')
-    op.drop_table('flow_steps')
     with op.batch_alter_table('volumes', schema=None) as batch_op:
         batch_op.drop_index('ix_volumes_project_live')
 
