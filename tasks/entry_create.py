@@ -24,39 +24,39 @@ from tasks.runner import StepEnv
 name = "entry_create"
 
 
+_VOLUMES = Volume.__table__.insert()
+_METADATA = VolumeMetadata.__table__.insert()
+
+
 def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     spec = ctx.spec or {}
     zones = spec.get("availability_zones") or []
-    session.execute(
-        Volume.__table__.insert().values(
-            id=ctx.volume_id,
-            project_id=ctx.project_id,
-            user_id=ctx.user_id,
-            display_name=spec.get("name"),
-            display_description=spec.get("description"),
-            size=spec["size"],
-            status=VolumeStatus.CREATING.value,
-            attach_status="detached",
-            availability_zone=zones[0] if len(zones) == 1 else None,
-            volume_type_id=spec["volume_type_id"],
-            snapshot_id=spec.get("snapshot_id"),
-            source_volid=spec.get("source_volid"),
-            image_id=spec.get("image_id"),
-            encryption_key_id=spec.get("encryption_key_id"),
-            multiattach=bool(spec.get("multiattach")),
-            bootable=bool(spec.get("bootable")),
-            use_quota=True,
-            shared_targets=True,
-            deleted=False,
-            created_at=utcnow(),
-        )
-    )
+    conn = session.connection()
+    conn.execute(_VOLUMES, {
+        "id": ctx.volume_id,
+        "project_id": ctx.project_id,
+        "user_id": ctx.user_id,
+        "display_name": spec.get("name"),
+        "display_description": spec.get("description"),
+        "size": spec["size"],
+        "status": VolumeStatus.CREATING.value,
+        "attach_status": "detached",
+        "availability_zone": zones[0] if len(zones) == 1 else None,
+        "volume_type_id": spec["volume_type_id"],
+        "snapshot_id": spec.get("snapshot_id"),
+        "source_volid": spec.get("source_volid"),
+        "image_id": spec.get("image_id"),
+        "encryption_key_id": spec.get("encryption_key_id"),
+        "multiattach": bool(spec.get("multiattach")),
+        "bootable": bool(spec.get("bootable")),
+        "use_quota": True,
+        "shared_targets": True,
+        "deleted": False,
+        "created_at": utcnow(),
+    })
     metadata = spec.get("metadata") or {}
     if metadata:
-        session.execute(
-            VolumeMetadata.__table__.insert(),
-            [{"volume_id": ctx.volume_id, "key": k, "value": v} for k, v in metadata.items()],
-        )
+        conn.execute(_METADATA, [{"volume_id": ctx.volume_id, "key": k, "value": v} for k, v in metadata.items()])
     return {"created": True}
 
 

@@ -91,20 +91,25 @@ def _check_known(session: Session, names: Iterable[str], allowed: tuple[str, ...
         raise errors.QuotaResourceUnknown(unknown=sorted(unknown))
 
 
+_QUOTAS = Quota.__table__
+_CLASSES = QuotaClass.__table__
+_LIMITS = (
+    select(_QUOTAS.c.resource, _QUOTAS.c.hard_limit, literal(0).label("rank"))
+    .where(_QUOTAS.c.project_id == bindparam("project_id"), _QUOTAS.c.resource.in_(bindparam("names", expanding=True)))
+    .union_all(
+        select(_CLASSES.c.resource, _CLASSES.c.hard_limit, literal(1).label("rank")).where(
+            _CLASSES.c.class_name == DEFAULT_CLASS, _CLASSES.c.resource.in_(bindparam("names2", expanding=True))
+        )
+    )
+)
+
+
 def get_limits(
     session: Session, project_id: str, resources: Iterable[str], config: QuotaConfig
 ) -> dict[str, int]:
     """Limit per resource: project row, else default class row, else config default, else -1."""
     names = list(resources)
-    rows = session.execute(
-        select(Quota.resource, Quota.hard_limit, literal(0).label("rank"))
-        .where(Quota.project_id == project_id, Quota.resource.in_(names))
-        .union_all(
-            select(QuotaClass.resource, QuotaClass.hard_limit, literal(1).label("rank")).where(
-                QuotaClass.class_name == DEFAULT_CLASS, QuotaClass.resource.in_(names)
-            )
-        )
-    ).all()
+    rows = session.connection().execute(_LIMITS, {"project_id": project_id, "names": names, "names2": names})
     found: dict[str, tuple[int, int]] = {}
     for resource, hard_limit, rank in rows:
         if resource not in found or rank < found[resource][0]:
@@ -177,7 +182,7 @@ _WRITE_USAGE = (
 
 
 def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, _Usage]:
-    rows = session.execute(_LOCK_USAGES, {"project_id": project_id, "resources": list(resources)})
+    rows = session.connection().execute(_LOCK_USAGES, {"project_id": project_id, "resources": list(resources)})
     return {row.resource: _Usage(row) for row in rows}
 
 
@@ -300,7 +305,7 @@ def reserve(
         if delta > 0:
             usage.reserved += delta
         usage.dirty = True
-    session.execute(_RESERVATIONS.insert(), rows)
+    session.connection().execute(_RESERVATIONS.insert(), rows)
     _write_usages(session, usages.values(), now)
     return uuids
 
@@ -335,11 +340,11 @@ def _lock_reservations(
     if scope is not None:
         usages = {u.id: u for u in _lock_usages(session, scope[0], scope[1]).values()}
     else:
-        usage_ids = list(session.scalars(_PENDING, {"uuids": uuids}))
+        usage_ids = list(session.connection().scalars(_PENDING, {"uuids": uuids}))
         if not usage_ids:
             return [], {}
-        usages = {row.id: _Usage(row) for row in session.execute(_LOCK_USAGES_BY_ID, {"ids": usage_ids})}
-    reservations = session.execute(_LOCK_RESERVATIONS, {"uuids": uuids}).all()
+        usages = {row.id: _Usage(row) for row in session.connection().execute(_LOCK_USAGES_BY_ID, {"ids": usage_ids})}
+    reservations = session.connection().execute(_LOCK_RESERVATIONS, {"uuids": uuids}).all()
     return reservations, usages
 
 
@@ -358,7 +363,7 @@ def _settle(session: Session, uuids: Iterable[str], scope, use: bool) -> int:
             usage.in_use += max(r.delta, -usage.in_use)
         usage.dirty = True
     _write_usages(session, usages.values(), now)
-    session.execute(_DELETE_RESERVATIONS, {"ids": [r.id for r in reservations]})
+    session.connection().execute(_DELETE_RESERVATIONS, {"ids": [r.id for r in reservations]})
     return len(reservations)
 
 

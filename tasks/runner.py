@@ -77,12 +77,20 @@ def inject(env: StepEnv, ctx: CreateContext, step: str, when: str) -> None:
             raise errors.InjectedFailure(step=step, when=when)
 
 
-_LOCK_FLOW = select(FlowRun.state, FlowRun.steps).where(FlowRun.id == bindparam("flow_id")).with_for_update()
+# Hot-path statements are built once; executing them on the session's Core connection skips
+# per-call statement construction and the ORM layer (about a third of the cost per statement).
+_FLOWS = FlowRun.__table__
+_LOCK_FLOW = select(_FLOWS.c.state, _FLOWS.c.steps).where(_FLOWS.c.id == bindparam("flow_id")).with_for_update()
+_RECORD_STEP = (
+    update(_FLOWS).where(_FLOWS.c.id == bindparam("flow_id"))
+    .values(steps=bindparam("steps"), progress_at=bindparam("now"))
+)
+_RECORD_FINAL_STEP = _RECORD_STEP.values(state=FlowState.SUCCEEDED.value, finished_at=bindparam("now"))
 
 
 def _lock_flow(session: Session, flow_id: str) -> tuple[str, dict]:
     """Lock the flow row and read its step records (as of the latest commit, after the lock)."""
-    row = session.execute(_LOCK_FLOW, {"flow_id": flow_id}).first()
+    row = session.connection().execute(_LOCK_FLOW, {"flow_id": flow_id}).first()
     if row is None:
         raise errors.FlowNotFound(flow_id=flow_id)
     return row.state, row.steps or {}
@@ -106,10 +114,8 @@ def run_step(
         now = utcnow()
         steps = {**steps, step.name: {"state": StepState.DONE.value, "result": provided,
                                       "done_at": now.isoformat(), "reverted_at": None}}
-        values: dict[str, Any] = {"steps": steps, "progress_at": now}
-        if final:
-            values.update(state=FlowState.SUCCEEDED.value, finished_at=now)
-        session.execute(update(FlowRun).where(FlowRun.id == ctx.flow_id).values(**values))
+        session.connection().execute(_RECORD_FINAL_STEP if final else _RECORD_STEP,
+                                     {"flow_id": ctx.flow_id, "steps": steps, "now": now})
     out = ctx.merge(provided)
     inject(env, ctx, step.name, "after_commit")
     return out
