@@ -26,7 +26,6 @@ from models.image import Image
 from models.key import EncryptionKey
 from models.snapshot import Snapshot
 from models.volume import Volume
-from models.volume_type import VolumeType
 from tasks import errors, lookups
 from tasks.context import CreateContext
 from tasks.policy import authorize
@@ -103,7 +102,7 @@ def _check_metadata(metadata: Any) -> dict[str, str]:
     return dict(metadata)
 
 
-def _size_limits(vtype: VolumeType, size: int) -> None:
+def _size_limits(vtype: lookups.TypeInfo, size: int) -> None:
     specs = vtype.specs()
     low = specs.get("provisioning:min_vol_size")
     high = specs.get("provisioning:max_vol_size")
@@ -126,7 +125,7 @@ def _encryption_signature(session: Session, type_id: str | None) -> tuple | None
     return (enc.provider, enc.cipher, enc.key_size, enc.control_location)
 
 
-def _retype_possible(session: Session, source_type_id: str | None, target: VolumeType) -> bool:
+def _retype_possible(session: Session, source_type_id: str | None, target: lookups.TypeInfo) -> bool:
     """Cinder's rule: equal encryption, and one volume service or the same backend name."""
     if _encryption_signature(session, source_type_id) != _encryption_signature(session, target.id):
         return False
@@ -168,7 +167,7 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     # 2.1 REST controller: trim, resolve ids (404s), fill a missing size from the source.
     display_name = _trim(req, "name", "display_name")
     description = _trim(req, "description", "display_description")
-    requested_type: VolumeType | None = None
+    requested_type: lookups.TypeInfo | None = None
     if req.get("volume_type"):
         if not isinstance(req["volume_type"], str) or len(req["volume_type"]) > MAX_FIELD_LEN:
             raise errors.InvalidInput(reason="volume_type must be a string of at most 255 characters.")
@@ -316,7 +315,7 @@ def _check_image(image: Image, size: int) -> None:
             )
 
 
-def _pick_type(session, ctx, env, requested, source, snap_volume, snap, image, default) -> VolumeType:
+def _pick_type(session, ctx, env, requested, source, snap_volume, snap, image, default) -> lookups.TypeInfo:
     if requested is not None:
         return requested
     for type_id in (source.volume_type_id if source else None, snap.volume_type_id if snap else None,

@@ -9,15 +9,16 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from models.image import Image
 from models.service import VOLUME_BINARY, Service
 from models.snapshot import Snapshot
 from models.volume import Volume
-from models.volume_type import Encryption, QosSpecs, VolumeType, VolumeTypeProject
+from models.volume_type import Encryption, QosSpecs, VolumeType, VolumeTypeExtraSpec, VolumeTypeProject
 from tasks import errors
 from tasks.context import CreateContext
 
@@ -28,37 +29,80 @@ def is_uuid_like(value: object) -> bool:
     return isinstance(value, str) and bool(UUID_RE.match(value))
 
 
-def _type_visible(ctx: CreateContext):
-    if ctx.is_admin:
-        return True
-    return or_(
-        VolumeType.is_public.is_(True),
-        exists().where(VolumeTypeProject.volume_type_id == VolumeType.id, VolumeTypeProject.project_id == ctx.project_id),
-    )
+@dataclass(frozen=True)
+class EncryptionInfo:
+    provider: str
+    cipher: str | None
+    key_size: int | None
+    control_location: str
 
 
-def volume_type_by_name_or_id(session: Session, ctx: CreateContext, ref: str) -> VolumeType:
+@dataclass(frozen=True)
+class TypeInfo:
+    """A volume type as a create reads it: plain values, loaded with its specs in one query."""
+
+    id: str
+    name: str
+    description: str | None
+    is_public: bool
+    qos_specs_id: str | None
+    extra_specs: dict[str, str]
+    encryption: EncryptionInfo | None
+
+    def specs(self) -> dict[str, str]:
+        return dict(self.extra_specs)
+
+
+_T, _S, _E, _A = (VolumeType.__table__, VolumeTypeExtraSpec.__table__, Encryption.__table__,
+                  VolumeTypeProject.__table__)
+_TYPE_COLUMNS = select(
+    _T.c.id, _T.c.name, _T.c.description, _T.c.is_public, _T.c.qos_specs_id, _S.c.key, _S.c.value,
+    _E.c.provider, _E.c.cipher, _E.c.key_size, _E.c.control_location,
+).select_from(_T.outerjoin(_S, _S.c.volume_type_id == _T.c.id).outerjoin(_E, _E.c.volume_type_id == _T.c.id))
+_VISIBLE = or_(_T.c.is_public.is_(True), exists().where(_A.c.volume_type_id == _T.c.id,
+                                                        _A.c.project_id == bindparam("project_id")))
+_TYPE_QUERIES = {
+    (by, admin): _TYPE_COLUMNS.where(_T.c.deleted.is_(False), getattr(_T.c, by) == bindparam("ref"),
+                                     *(() if admin else (_VISIBLE,)))
+    for by in ("id", "name") for admin in (True, False)
+}
+
+
+def _load_type(session: Session, by: str, ref: str, ctx: CreateContext | None) -> TypeInfo | None:
+    admin = ctx is None or ctx.is_admin
+    params = {"ref": ref} if admin else {"ref": ref, "project_id": ctx.project_id}
+    rows = session.connection().execute(_TYPE_QUERIES[(by, admin)], params).all()
+    if not rows:
+        return None
+    first = rows[0]
+    enc = None
+    if first.provider is not None:
+        enc = EncryptionInfo(first.provider, first.cipher, first.key_size, first.control_location)
+    return TypeInfo(id=first.id, name=first.name, description=first.description, is_public=bool(first.is_public),
+                    qos_specs_id=first.qos_specs_id, extra_specs={r.key: r.value for r in rows if r.key is not None},
+                    encryption=enc)
+
+
+def volume_type_by_name_or_id(session: Session, ctx: CreateContext, ref: str) -> TypeInfo:
     """Resolve a requested type by id or name; 404 for unknown or private-to-others types."""
-    base = select(VolumeType).where(VolumeType.deleted.is_(False), _type_visible(ctx))
     if is_uuid_like(ref):
-        found = session.scalar(base.where(VolumeType.id == ref))
-        if found is None:
-            found = session.scalar(base.where(VolumeType.name == ref))
+        found = _load_type(session, "id", ref, ctx) or _load_type(session, "name", ref, ctx)
         if found is None:
             raise errors.VolumeTypeNotFound(volume_type_id=ref)
         return found
-    found = session.scalar(base.where(VolumeType.name == ref))
+    found = _load_type(session, "name", ref, ctx)
     if found is None:
         raise errors.VolumeTypeNotFoundByName(volume_type_name=ref)
     return found
 
 
-def volume_type_by_id(session: Session, type_id: str) -> VolumeType | None:
-    return session.get(VolumeType, type_id)
+def volume_type_by_id(session: Session, type_id: str) -> TypeInfo | None:
+    """Any live type by id, whoever asks (the type of a source the caller may already see)."""
+    return _load_type(session, "id", type_id, None)
 
 
-def default_volume_type(session: Session, name: str) -> VolumeType:
-    found = session.scalar(select(VolumeType).where(VolumeType.name == name, VolumeType.deleted.is_(False)))
+def default_volume_type(session: Session, name: str) -> TypeInfo:
+    found = _load_type(session, "name", name, None)
     if found is None:
         raise errors.VolumeTypeDefaultMisconfiguredError(volume_type_name=name)
     return found
@@ -114,11 +158,12 @@ def image(session: Session, ctx: CreateContext, image_id: str) -> Image:
     return found
 
 
-def encryption_spec(session: Session, type_id: str) -> Encryption | None:
-    return session.get(Encryption, type_id)
+def encryption_spec(session: Session, type_id: str) -> EncryptionInfo | None:
+    found = volume_type_by_id(session, type_id)
+    return found.encryption if found else None
 
 
-def qos_specs(session: Session, vtype: VolumeType) -> dict | None:
+def qos_specs(session: Session, vtype: TypeInfo) -> dict | None:
     if not vtype.qos_specs_id:
         return None
     qos = session.get(QosSpecs, vtype.qos_specs_id)
