@@ -41,10 +41,10 @@ def create_app() -> FastAPI:
                   "creating volumes through volchain's Celery chain.", lifespan=lifespan,
                   openapi_url="/openapi.json", docs_url=None, redoc_url=None)
     errors.install(app)
-    app.include_router(versions.router)
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix="/v3/{project_id}")
         app.include_router(router, prefix="/v3", include_in_schema=False)  # project-less URLs (3.67)
+    app.include_router(versions.router)  # last: `/v3/{project_id}` must not shadow `/v3/volumes`
 
     @app.middleware("http")
     async def openstack_headers(request: Request, call_next):

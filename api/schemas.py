@@ -169,8 +169,25 @@ QUOTA_CLASS_SET = {
 }
 
 
+def _numeric_string_aware(check):
+    """Cinder's validator applies minimum/maximum to digit strings too ("0" is below 1)."""
+
+    def keyword(validator, bound, instance, schema):
+        if isinstance(instance, str) and instance.lstrip("-").isdigit():
+            instance = int(instance)
+        yield from check(validator, bound, instance, schema)
+
+    return keyword
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {
+    "minimum": _numeric_string_aware(jsonschema.Draft4Validator.VALIDATORS["minimum"]),
+    "maximum": _numeric_string_aware(jsonschema.Draft4Validator.VALIDATORS["maximum"]),
+})
+
+
 def validate(schema: dict[str, Any], body: Any) -> None:
-    validator = jsonschema.Draft4Validator(schema, format_checker=_format_checker)
+    validator = _Validator(schema, format_checker=_format_checker)
     error = next(iter(validator.iter_errors(body)), None)  # as Cinder: the oneOf error itself, not its branches
     if error is None:
         return

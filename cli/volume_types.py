@@ -51,7 +51,7 @@ def list_types(args: argparse.Namespace) -> int:
 
     with get_runtime().factory() as session:
         access = catalog.all_type_projects(session)
-        out = [_as_dict(vt, access.get(vt.id, [])) for vt in catalog.list_types(session, is_admin=True, project_id="")]
+        out = [_as_dict(vt, access.get(vt.id, [])) for vt in catalog.list_types(session, is_admin=True, project_id="", everything=True)]
     if args.json:
         print(render.to_json(out))
     else:

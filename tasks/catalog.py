@@ -77,11 +77,16 @@ def create_type(session: Session, name: str, description: str | None = None, is_
     return vt
 
 
-def list_types(session: Session, is_admin: bool, project_id: str, is_public: bool | None = None) -> list[VolumeType]:
-    query = select(VolumeType).where(VolumeType.deleted.is_(False), visible(is_admin, project_id))
-    if is_public is not None:
-        query = query.where(VolumeType.is_public.is_(is_public))
-    return list(session.scalars(query.order_by(VolumeType.name)))
+def list_types(session: Session, is_admin: bool, project_id: str, is_public: bool | None = True,
+               everything: bool = False) -> list[VolumeType]:
+    """Cinder's listing: by default public types plus the private ones shared with the caller's
+    project; `is_public=False` private ones only; `everything` (admins) all of them."""
+    query = select(VolumeType).where(VolumeType.deleted.is_(False))
+    if not everything:
+        query = query.where(visible(False, project_id))
+    if is_public is False:
+        query = query.where(VolumeType.is_public.is_(False))
+    return list(session.scalars(query.order_by(VolumeType.name)).unique())
 
 
 def get_type(session: Session, ref: str, is_admin: bool, project_id: str) -> VolumeType:

@@ -32,6 +32,14 @@ class CreateContext:
     def merge(self, provided: dict[str, Any]) -> CreateContext:
         return dataclasses.replace(self, **provided)
 
+    def slim(self) -> CreateContext:
+        """Once the spec exists, later steps need nothing of the raw request (the flow row keeps
+        it) but the test facility's `_inject`: keep messages between steps small."""
+        if self.spec is None or not self.request or set(self.request) <= {"_inject"}:
+            return self
+        kept = {"_inject": self.request["_inject"]} if "_inject" in self.request else {}
+        return dataclasses.replace(self, request=kept)
+
     def to_json(self) -> dict[str, Any]:
         # Shallow: the values are already plain JSON (dataclasses.asdict would deep-copy them).
         data = {f.name: getattr(self, f.name) for f in _FIELDS}

@@ -117,6 +117,14 @@ def get_limits(
     return {n: found[n][1] if n in found else config.defaults.get(n, -1) for n in names}
 
 
+def class_limits(session: Session, resources: Iterable[str], config: QuotaConfig) -> dict[str, int]:
+    """The default class's limits (else the config defaults, else -1): what a new project gets."""
+    names = list(resources)
+    rows = dict(session.execute(select(QuotaClass.resource, QuotaClass.hard_limit).where(
+        QuotaClass.class_name == DEFAULT_CLASS, QuotaClass.resource.in_(names))).all())
+    return {n: rows[n] if n in rows else config.defaults.get(n, -1) for n in names}
+
+
 def limit_check(session: Session, project_id: str, config: QuotaConfig, **values: int) -> None:
     """Check non-reservable limits (per_volume_gigabytes); raise OverQuota when exceeded."""
     unders = sorted(k for k, v in values.items() if v < 0)

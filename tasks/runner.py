@@ -105,7 +105,7 @@ def run_step(
         record = steps.get(step.name)
         if record is not None:
             log.info("flow %s: %s already recorded, replaying its result", ctx.flow_id, step.name)
-            return ctx.merge(record["result"])
+            return ctx.merge(record["result"]).slim()
         if state != FlowState.RUNNING.value:
             raise FlowNotRunning(flow_id=ctx.flow_id, state=state, step=step.name)
         inject(env, ctx, step.name, "before")
@@ -118,7 +118,7 @@ def run_step(
                                      {"flow_id": ctx.flow_id, "steps": steps, "now": now})
     out = ctx.merge(provided)
     inject(env, ctx, step.name, "after_commit")
-    return out
+    return out.slim()
 
 
 def record_failure(factory: sessionmaker[Session], flow_id: str, step: str | None, error: dict) -> bool:

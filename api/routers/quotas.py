@@ -18,6 +18,7 @@ from tasks.quota_engine import DEFAULT_CLASS
 from workers.runtime import get_runtime
 
 router = APIRouter(tags=["quotas"])
+IGNORED_KEYS = ("tenant_id", "id")
 
 
 def _resource_names(session) -> list[str]:
@@ -71,7 +72,7 @@ async def show_defaults(target: str, s: Scope = Depends(scope)):
         rt = get_runtime()
         with rt.factory() as session:
             names = _resource_names(session)
-            limits = quota_engine.get_limits(session, "\x00no-project", names, rt.env.quota)
+            limits = quota_engine.class_limits(session, names, rt.env.quota)
             return {"quota_set": {**{n: limits[n] for n in names}, "id": target}}
 
     return await run_in_threadpool(run)
@@ -81,19 +82,23 @@ async def show_defaults(target: str, s: Scope = Depends(scope)):
 async def update_quota(target: str, request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:quotas:update")
     body = await json_body(request)
+    if isinstance(body, dict) and isinstance(body.get("quota_set"), dict):
+        for ignored in IGNORED_KEYS:  # cinderclient sends tenant_id; Cinder ignores both
+            body["quota_set"].pop(ignored, None)
     validate(QUOTA_SET, body)
 
     def run():
         rt = get_runtime()
         with rt.factory() as session, session.begin():
             values = _values(body["quota_set"], _resource_names(session))
+            # (`tenant_id`/`id`, which clients send along, were dropped before validation)
             report = quota_engine.usage_report(session, target, rt.env.quota)
             for name, value in values.items():
                 used = report.get(name, {"in_use": 0, "reserved": 0})
                 if value != -1 and name != "per_volume_gigabytes" and value < used["in_use"] + used["reserved"]:
-                    raise errors.InvalidInput(
-                        reason=f"Quota {name} limit must be equal or greater than existing resources. "
-                        f"Current usage is {used['in_use'] + used['reserved']} and the requested limit is {value}.")
+                    raise HTTPError(400, f"Quota {name} limit must be equal or greater than existing resources. "
+                                    f"Current usage is {used['in_use'] + used['reserved']} and the requested "
+                                    f"limit is {value}.")
             quota_engine.set_limits(session, target, values)
             session.flush()
             return {"quota_set": quota_set(session, target, usage=False)}
@@ -122,7 +127,7 @@ async def show_class(class_name: str, s: Scope = Depends(scope)):
         rt = get_runtime()
         with rt.factory() as session:
             names = _resource_names(session)
-            limits = quota_engine.get_limits(session, "\x00no-project", names, rt.env.quota)
+            limits = quota_engine.class_limits(session, names, rt.env.quota)
             return {"quota_class_set": {**{n: limits[n] for n in names}, "id": class_name}}
 
     return await run_in_threadpool(run)
@@ -141,7 +146,7 @@ async def update_class(class_name: str, request: Request, s: Scope = Depends(sco
             names = _resource_names(session)
             quota_engine.set_class_limits(session, _values(body["quota_class_set"], names), class_name)
             session.flush()
-            limits = quota_engine.get_limits(session, "\x00no-project", names, rt.env.quota)
+            limits = quota_engine.class_limits(session, names, rt.env.quota)
             return {"quota_class_set": {n: limits[n] for n in names}}
 
     return await run_in_threadpool(run)

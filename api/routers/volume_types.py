@@ -21,21 +21,25 @@ def _truthy(value: object) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() in TRUE_WORDS)
 
 
-def _is_public_filter(request: Request) -> bool | None:
-    """`?is_public=true|false`; absent or `none`: every type the caller may see."""
+def _is_public_filter(request: Request) -> tuple[bool | None, bool]:
+    """Cinder's `?is_public=`: absent or true, public types (plus the caller's project's private
+    ones); false, private ones only; `none`, every type. Admins' false/none span all projects."""
     raw = request.query_params.get("is_public")
-    if raw is None or raw.strip().lower() == "none":
-        return None
-    return _truthy(raw)
+    if raw is None:
+        return True, False
+    if raw.strip().lower() == "none":
+        return None, True
+    public = _truthy(raw)
+    return public, not public  # an admin asking for private types sees every project's
 
 
 @router.get("/types", summary="List volume types visible to the caller")
 async def list_types(request: Request, s: Scope = Depends(scope)):
-    is_public = _is_public_filter(request)
+    is_public, every = _is_public_filter(request)
 
     def run():
         with get_runtime().factory() as session:
-            types = catalog.list_types(session, s.is_admin, s.project_id, is_public)
+            types = catalog.list_types(session, s.is_admin, s.project_id, is_public, everything=every and s.is_admin)
             return {"volume_types": [views.volume_type(t, admin=s.is_admin, version=s.version) for t in types]}
 
     return await run_in_threadpool(run)

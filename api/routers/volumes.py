@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -67,7 +68,7 @@ def create_request(body: dict) -> dict[str, Any]:
         key, value = _trimmed(volume, *aliases)
         if value is not None:
             if len(value) > MAX_FIELD_LEN:
-                raise errors.InvalidInput(reason=f"{key} has {len(value)} characters, more than {MAX_FIELD_LEN}.")
+                raise errors.InvalidInput(reason=f"{field} has {len(value)} characters, more than {MAX_FIELD_LEN}.")
             request[field] = value
     for body_key, request_key in BODY_TO_REQUEST.items():
         if volume.get(body_key) is not None:
@@ -194,12 +195,11 @@ def _show(s: Scope, volume_id: str) -> dict:
         if not s.is_admin:
             flow_query = flow_query.where(FlowRun.project_id == s.project_id)
         flow = session.scalar(flow_query)
-        if flow is not None and (flow.caller or {}).get("respond_async"):
-            if flow.state == FlowState.RUNNING.value:
+        if flow is not None:
+            if flow.state == FlowState.RUNNING.value:  # answered `creating` before its row exists
                 return _pending_view(flow, s, rt, status="creating")
-            if flow.state != FlowState.SUCCEEDED.value:
-                view = _pending_view(flow, s, rt, status="error")
-                return view
+            if flow.state != FlowState.SUCCEEDED.value and (flow.caller or {}).get("respond_async"):
+                return _pending_view(flow, s, rt, status="error")
     raise errors.VolumeNotFound(volume_id=volume_id)
 
 
@@ -244,9 +244,9 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
     try:
         value = int(raw)
     except ValueError:
-        raise errors.InvalidInput(reason=f"{name} param must be an integer") from None
+        raise HTTPError(400, f"{name} param must be an integer") from None
     if value < 0:
-        raise errors.InvalidInput(reason=f"{name} param must be positive")
+        raise HTTPError(400, f"{name} param must be positive")
     return value
 
 
@@ -324,7 +324,9 @@ def _list(request: Request, s: Scope, detail: bool) -> dict:
     if limit and len(items) == limit:
         prefix = f"{s.url_project}/" if s.url_project else ""
         path = "volumes/detail" if detail else "volumes"
-        out["volumes_links"] = [{"rel": "next", "href": f"{s.base_url}/v3/{prefix}{path}?limit={limit}&marker={ids[-1]}"}]
+        query = [(k, v) for k, v in params.multi_items() if k not in ("limit", "marker")]
+        query += [("limit", str(limit)), ("marker", ids[-1])]
+        out["volumes_links"] = [{"rel": "next", "href": f"{s.base_url}/v3/{prefix}{path}?{urlencode(query)}"}]
     return out
 
 

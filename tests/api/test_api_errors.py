@@ -219,7 +219,8 @@ def test_an_image_name_matching_two_images_is_a_409(api_url, project, issue_toke
     factories.image(db, name=name)
     with client(api_url, issue_token(project)) as c:
         resp = c.post(f"/v3/{project}/volumes", json={"volume": {"size": 1, "imageRef": name}})
-    assert_fault(resp, 409, "conflictingRequest", f"Multiple matches found for '{name}', use an ID to be more specific.")
+    assert_fault(resp, 409, "conflictingRequest",
+                 f"Multiple matches found for '{name}', use an ID to be more specific.")
     assert_openstack_headers(resp)
     assert_nothing_left(db, check_invariant, project)
 

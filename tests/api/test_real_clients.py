@@ -120,6 +120,13 @@ def assert_cast(db, redis_client):
     return check
 
 
+def clouds_yaml(tmp_path: Path, endpoint: str, token: str) -> Path:
+    path = tmp_path / "clouds.yaml"
+    path.write_text(f"clouds:\n  volchain:\n    auth_type: admin_token\n    auth:\n"
+                    f"      endpoint: {endpoint}\n      token: \"{token}\"\n")
+    return path
+
+
 def volume_count(db, project: str) -> int:
     with db() as session:
         return session.scalar(select(func.count()).select_from(Volume).where(
@@ -290,7 +297,8 @@ def test_cinder_cli_with_a_signed_token(api_url, project, db, assert_cast, check
     assert token.startswith("vc1.")
     # cinder has no --os-token (only the hidden --os_token) for admin_token; OS_TOKEN works too.
     auth = [CINDER, "--os-auth-type", "admin_token", "--os-project-id", project]
-    created = run([*auth, "--os_token", token, "--os-endpoint", f"{api_url}/v3/{project}", "create", "--name", "tok", "1"])
+    created = run([*auth, "--os_token", token, "--os-endpoint", f"{api_url}/v3/{project}",
+                   "create", "--name", "tok", "1"])
     volume = props(created.stdout)
     assert (volume["status"], volume["name"], volume["user_id"]) == ("creating", "tok", "u1")
     assert "os-vol-tenant-attr:tenant_id" not in volume  # a member sees no admin fields
@@ -359,10 +367,18 @@ def test_cinderclient_python_api_with_a_token(api_url, project, issue_token, ass
         made.append(volume.id)
         assert sorted(v.id for v in cinder.volumes.list()) == sorted(made)
 
+    def classic(token: str):
+        return client.Client("3.0", session=session.Session(auth=Token(f"{api_url}/v3/{project}", token)))
+
+    member, admin = classic(token), classic(issue_token(project, user="a1", role="admin"))
     with pytest.raises(exceptions.Forbidden) as forbidden:  # a member may not set quotas
-        cinder.quotas.update(project, volumes=5)
+        member.quotas.update(project, volumes=5)
     assert forbidden.value.code == 403
     assert forbidden.value.message == "Policy doesn't allow volume_extension:quotas:update to be performed."
+    with pytest.raises(exceptions.Forbidden):  # nor create types; an admin may
+        member.volume_types.create(f"member-{project[:12]}")
+    made_type = admin.volume_types.create(f"admin-{project[:12]}")
+    assert made_type.name in {t.name for t in member.volume_types.list()}  # public: the member sees it
 
     forged = client.Client("3.67", session=session.Session(auth=Token(f"{api_url}/v3/{project}", token + "x")))
     with pytest.raises(exceptions.Unauthorized) as unauthorized:
@@ -403,10 +419,7 @@ def test_openstacksdk_with_a_token_and_clouds_yaml(api_url, project, issue_token
     import openstack
 
     token = issue_token(project, user="u1", role="member")
-    clouds = tmp_path / "clouds.yaml"
-    clouds.write_text(f"clouds:\n  volchain:\n    auth_type: admin_token\n    auth:\n"
-                      f"      endpoint: {api_url}/v3/{project}\n      token: \"{token}\"\n")
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds_yaml(tmp_path, f"{api_url}/v3/{project}", token)))
     conn = openstack.connect(cloud="volchain")
     assert conn.block_storage.get_endpoint_data().max_microversion == (3, 67)
     volume = conn.block_storage.create_volume(size=1, name="sdk-tok")
@@ -435,7 +448,8 @@ def test_openstack_cli_noauth_with_and_without_a_microversion(noauth_api_url, pr
     # answers 204 there and the command fails with DiscoveryFailure).
     plain, versioned = run_parallel(
         [*auth, "volume", "create", "--size", "1", "osc-v1", "-f", "json"],
-        [*auth, "--os-volume-api-version", "3.67", "--debug", "volume", "create", "--size", "1", "osc-v2", "-f", "json"])
+        [*auth, "--os-volume-api-version", "3.67", "--debug",
+         "volume", "create", "--size", "1", "osc-v2", "-f", "json"])
     created = json.loads(plain.stdout)
     assert (created["status"], created["size"], created["name"], created["type"]) == ("creating", 1, "osc-v1",
                                                                                      "__DEFAULT__")
@@ -460,10 +474,7 @@ def test_openstack_cli_noauth_with_and_without_a_microversion(noauth_api_url, pr
 def test_openstack_cli_with_a_token_from_clouds_yaml(api_url, project, issue_token, tmp_path, assert_cast,
                                                      check_invariant):
     token = issue_token(project, user="u1", role="member")
-    clouds = tmp_path / "clouds.yaml"
-    clouds.write_text(f"clouds:\n  volchain:\n    auth_type: admin_token\n    auth:\n"
-                      f"      endpoint: {api_url}/v3/{project}\n      token: \"{token}\"\n")
-    env = client_env(OS_CLIENT_CONFIG_FILE=str(clouds))
+    env = client_env(OS_CLIENT_CONFIG_FILE=str(clouds_yaml(tmp_path, f"{api_url}/v3/{project}", token)))
     cloud = [OPENSTACK, "--os-cloud", "volchain", "--os-volume-api-version", "3.67"]
     created = json.loads(run([*cloud, "volume", "create", "--size", "1", "osc-tok", "-f", "json"], env=env).stdout)
     assert (created["status"], created["name"], created["user_id"]) == ("creating", "osc-tok", "u1")
