@@ -29,6 +29,7 @@ REQUEST_KEYS = frozenset({
     "source_replica", "_inject",
 })
 MAX_REQUEST_BYTES = 64 * 1024
+_INSERT_FLOW = FlowRun.__table__.insert()
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -74,13 +75,13 @@ def submit_create_volume(
                 if earlier is not None:
                     return earlier
             now = utcnow()
-            session.add(FlowRun(
-                id=flow_id, volume_id=volume_id, project_id=context.project_id, user_id=context.user_id,
-                idempotency_key=idempotency_key, state=FlowState.RUNNING.value, request=request,
-                caller={"roles": list(context.roles), "is_admin": context.is_admin,
-                        "respond_async": respond_async},
-                root_task_id=flow_id, created_at=now, progress_at=now,
-            ))
+            session.connection().execute(_INSERT_FLOW, {
+                "id": flow_id, "kind": "create_volume", "volume_id": volume_id, "project_id": context.project_id,
+                "user_id": context.user_id, "idempotency_key": idempotency_key, "state": FlowState.RUNNING.value,
+                "request": request, "steps": {}, "compensation_attempts": 0,
+                "caller": {"roles": list(context.roles), "is_admin": context.is_admin, "respond_async": respond_async},
+                "root_task_id": flow_id, "created_at": now, "progress_at": now,
+            })
     except IntegrityError:
         with rt.factory() as session:
             earlier = _find_by_key(session, context.project_id, idempotency_key)
