@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -22,20 +23,28 @@ def runtime() -> Runtime:
     return get_runtime()
 
 
+SECRET_CACHE_SECONDS = 60.0  # a rotated database secret is picked up within a minute
+_secret_cache: tuple[float, str] | None = None
+
+
 @lru_cache(maxsize=4)
 def _signer(secret: str) -> TokenSigner:
     return TokenSigner(secret)
 
 
 def token_signer(rt: Runtime) -> TokenSigner:
+    global _secret_cache
     secret = rt.settings.token_secret
     if not secret:
-        with rt.factory() as session:
-            secret = database_secret(session)
+        now = time.monotonic()
+        if _secret_cache is None or now - _secret_cache[0] > SECRET_CACHE_SECONDS:
+            with rt.factory() as session:
+                _secret_cache = (now, database_secret(session))
+        secret = _secret_cache[1]
     return _signer(secret)
 
 
-def identity(request: Request) -> Identity:
+async def identity(request: Request) -> Identity:
     cached = getattr(request.state, "identity", None)
     if cached is not None:
         return cached
@@ -82,7 +91,7 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def scope(request: Request, who: Identity = Depends(identity)) -> Scope:
+async def scope(request: Request, who: Identity = Depends(identity)) -> Scope:
     url_project = request.path_params.get("project_id")
     if url_project is not None:
         if not _project_re(get_runtime().settings.project_id_regex).match(url_project):
@@ -93,7 +102,7 @@ def scope(request: Request, who: Identity = Depends(identity)) -> Scope:
                  version=request.state.version, base_url=base_url(request))
 
 
-def admin_scope(s: Scope = Depends(scope)) -> Scope:
+async def admin_scope(s: Scope = Depends(scope)) -> Scope:
     return require_admin(s, "admin_api")
 
 

@@ -13,7 +13,8 @@ uses the same `celery_config`, queues and worker command; its tasks do nothing.
 A create counts as done when its cast is in the `scheduler` queue. Per-flow latency is the submit
 time to the `finished_at` the worker records with the cast (no-op chains: the time their last task
 pushes onto a list). Throughput is N / (last finish - first submit). The producer polls LLEN of the
-done list (O(1), every few ms) only to keep `--window` flows in flight; nothing else watches the run.
+done list (O(1), every 10 ms) only to keep `--window` flows in flight; nothing else watches the run.
+Beside each figure: CPU per flow of the workers, their PostgreSQL backends and the producer (/proc).
 
 Creates a PostgreSQL database of its own (dropped at the end) and empties its own Redis db
 (default db 3) before and after. See bench/README.md.
@@ -529,6 +530,11 @@ def fmt(value, spec: str) -> str:
     return format(value, spec)
 
 
+def load_note(args) -> str:
+    """The 1-minute load average before and after: other work on the box skews every figure."""
+    return f"load avg {args.load[0]:.1f} -> {args.load[1]:.1f}"
+
+
 def cpu_total(row: dict) -> float | None:
     """CPU per flow of everything measured: workers, their PostgreSQL backends, the producer."""
     parts = (row["worker_cpu_ms"], row["pg_cpu_ms"], row["client_cpu_ms"])
@@ -539,7 +545,7 @@ def print_throughput(rows: list[dict], args) -> bool:
     print()
     print(f"volchain create chain vs a no-op 5-task chain: N={args.n}, {args.workers} prefork worker(s) "
           f"x {args.concurrency}, window {args.window or 'unlimited'}, {args.producers} producer thread(s), "
-          f"{os.cpu_count()} CPUs, repeat {args.repeat} (median)")
+          f"{os.cpu_count()} CPUs, repeat {args.repeat} (median), {load_note(args)}")
     head = (f"{'config':<26} | {'flows/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} | {'% of baseline':>13} | "
             f"{'CPU ms/flow: worker':>19} | {'PG':>5} | {'producer':>8} | {'all':>5}")
     print(head)
@@ -574,7 +580,7 @@ def print_throughput(rows: list[dict], args) -> bool:
 def print_latency(rows: list[dict], args) -> None:
     print()
     print(f"One create at a time (serial): N={args.n}, {args.workers} prefork worker(s) x {args.concurrency}, "
-          f"repeat {args.repeat} (median)")
+          f"repeat {args.repeat} (median), {load_note(args)}")
     head = (f"{'config':<26} | {'p50 ms':>7} | {'p90 ms':>7} | {'p99 ms':>7} | {'p50 over baseline':>17} | "
             f"{'worker CPU ms/flow':>18} | {'PG CPU ms/flow':>14}")
     print(head)
@@ -622,11 +628,16 @@ def parse_args(argv=None):
     return args
 
 
+def _interrupted(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.drive:
         drive(args)
         return 0
+    signal.signal(signal.SIGTERM, _interrupted)  # clean up (workers, database) on a plain kill too
     import redis
 
     from models.migrate import upgrade
@@ -639,6 +650,7 @@ def main(argv=None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="volchain-bench-"))
     modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.events]
     results: dict[tuple[str, bool], list[dict]] = {}
+    load_before = os.getloadavg()[0]
     try:
         log(f"database {name}: migrating")
         upgrade(database_url)
@@ -657,6 +669,7 @@ def main(argv=None) -> int:
             shutil.rmtree(log_dir, ignore_errors=True)
     rows = [pick(runs) for runs in results.values()]
     rows.sort(key=lambda row: (row["events"], row["kind"] != "noop"))
+    args.load = (load_before, os.getloadavg()[0])
     if args.latency:
         print_latency(rows, args)
         return 0

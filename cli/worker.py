@@ -32,9 +32,11 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def celery_argv(args: argparse.Namespace, step_queue: str, compensate_queue: str) -> list[str]:
+def celery_argv(args: argparse.Namespace, step_queue: str, compensate_queue: str, events: bool = True) -> list[str]:
     argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-            "-Q", f"{step_queue},{compensate_queue}", "-E", "-P", args.pool, "-l", args.loglevel]
+            "-Q", f"{step_queue},{compensate_queue}", "-P", args.pool, "-l", args.loglevel]
+    if events:  # VOLCHAIN_TASK_EVENTS (Flower needs them); -E would override a `false`
+        argv.append("-E")
     if args.concurrency:
         argv += ["-c", str(args.concurrency)]
     if args.hostname:
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             "volchain worker", f"broker {settings.broker_url} exists only inside one process; "
             "set VOLCHAIN_BROKER_URL (e.g. redis://127.0.0.1:6379/0), or try `volchain demo`"
         )
-    argv = celery_argv(args, settings.step_queue, settings.compensate_queue)
+    argv = celery_argv(args, settings.step_queue, settings.compensate_queue, settings.task_events)
     sys.stdout.flush()
     os.execv(argv[0], argv)
     return 0  # not reached

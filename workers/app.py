@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from celery import Celery
 
+from workers import redis_transport
 from workers.settings import Settings, get_settings
+
+redis_transport.install()
 
 TASK_MODULES = ["workers.steps"]
 

@@ -99,7 +99,11 @@ async def create_volume(request: Request, s: Scope = Depends(scope)):
     sub = await run_in_threadpool(lambda: submit_create_volume(
         s.context(), idempotency_key=key, respond_async=respond_async, **req))
     if respond_async:
-        flow = await run_in_threadpool(_flow, rt, sub.flow_id)
+        if sub.replayed:
+            flow = await run_in_threadpool(_flow, rt, sub.flow_id)
+        else:  # just recorded: no need to read it back
+            flow = FlowRun(id=sub.flow_id, volume_id=sub.volume_id, project_id=s.project_id,
+                           user_id=s.identity.user_id, request=req, created_at=utcnow())
         return JSONResponse({"volume": _pending_view(flow, s, rt, status="creating")}, status_code=202,
                             headers={"Preference-Applied": "respond-async"})
     outcome = await request.app.state.waiter.wait(sub.flow_id, rt.settings.api_wait_seconds)
