@@ -51,6 +51,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/api_load.py` from anywhere
     sys.path.insert(0, str(REPO))
+
+from bench.proc_cpu import cpu_delta, pg_cpu, tree_cpu  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
 # Goal: the HTTP front end is no longer what limits a create.
@@ -123,63 +125,6 @@ class Run:
 # --------------------------------------------------------------------------------------------
 # CPU accounting from /proc (Linux; None elsewhere)
 # --------------------------------------------------------------------------------------------
-
-_CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(ppid, utime+stime seconds) of one process, or None if it is gone or unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2:].split()
-    return int(rest[1]), (int(rest[11]) + int(rest[12])) / _CLK
-
-
-def tree_cpu(roots: list[int]) -> dict[int, float] | None:
-    """CPU seconds of each process in the trees under `roots` (a server and its children)."""
-    if not roots or not os.path.isdir("/proc"):
-        return None
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _stat(int(entry))
-            if st is not None:
-                children.setdefault(st[0], []).append(int(entry))
-    out, todo = {}, list(roots)
-    while todo:
-        pid = todo.pop()
-        st = _stat(pid)
-        if st is not None:
-            out[pid] = st[1]
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def pg_cpu(pids: list[int]) -> dict[int, float] | None:
-    """CPU seconds of local PostgreSQL backends (None when the server is not on this machine)."""
-    out = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/comm") as fh:
-                if not fh.read().startswith("postgres"):
-                    continue
-        except OSError:
-            continue
-        st = _stat(pid)
-        if st is not None:
-            out[pid] = st[1]
-    return out or None
-
-
-def cpu_delta(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
-    """CPU spent between two samples; a process that appeared meanwhile counts in full."""
-    if before is None or after is None:
-        return None
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
-
 
 class CpuMeter:
     """CPU per create: the API and this (client) process while the requests run; the workers and

@@ -40,6 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/chain_throughput.py` from anywhere
     sys.path.insert(0, str(REPO))
+
+from bench.proc_cpu import cpu_delta, pg_cpu, tree_cpu  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/3"
 QUEUES = "volchain.steps,volchain.compensate"
@@ -92,62 +94,6 @@ def summarize(submits: dict[str, float], finishes: dict[str, float]) -> dict:
 # --------------------------------------------------------------------------------------------
 # CPU accounting from /proc (Linux; None elsewhere)
 # --------------------------------------------------------------------------------------------
-
-_CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(ppid, utime+stime seconds) of one process, or None if it is gone or unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2:].split()
-    return int(rest[1]), (int(rest[11]) + int(rest[12])) / _CLK
-
-
-def tree_cpu(roots: list[int]) -> dict[int, float] | None:
-    """CPU seconds of each process in the trees under `roots` (a worker and its pool children)."""
-    if not roots or not os.path.isdir("/proc"):
-        return None
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _stat(int(entry))
-            if st is not None:
-                children.setdefault(st[0], []).append(int(entry))
-    out, todo = {}, list(roots)
-    while todo:
-        pid = todo.pop()
-        st = _stat(pid)
-        if st is not None:
-            out[pid] = st[1]
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def pids_cpu(pids: list[int]) -> dict[int, float] | None:
-    """CPU seconds of local PostgreSQL backends (None when the server is not on this machine)."""
-    out = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/comm") as fh:
-                if not fh.read().startswith("postgres"):
-                    continue
-        except OSError:
-            continue
-        st = _stat(pid)
-        if st is not None:
-            out[pid] = st[1]
-    return out or None
-
-
-def cpu_delta(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
-    """CPU spent between two samples; a process that appeared meanwhile counts in full."""
-    if before is None or after is None:
-        return None
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,14 +329,14 @@ def drive(args) -> None:
     r.delete(target.done_key)
     worker_pids = [int(p) for p in args.worker_pids.split(",") if p]
     pg_pids = target.pg_pids()
-    w0, pg0, c0 = tree_cpu(worker_pids), pids_cpu(pg_pids), os.times()
+    w0, pg0, c0 = tree_cpu(worker_pids), pg_cpu(pg_pids), os.times()
     if serial:
         submits = run_serial(target, r, args.n, args.stall, deadline)
     else:
         submits = run_batch(target, r, args.n, args.window, args.producers, args.stall, deadline)
     c1 = os.times()
     w1 = tree_cpu(worker_pids)
-    pg1 = pids_cpu(target.pg_pids())
+    pg1 = pg_cpu(target.pg_pids())
     finishes = target.finish_times(r, list(submits), timeout=30)
     out = summarize(submits, finishes)
     wcpu, pgcpu = cpu_delta(w0, w1), cpu_delta(pg0, pg1)

@@ -36,6 +36,15 @@ def quota_set(session, project_id: str, usage: bool) -> dict:
     return out
 
 
+def default_limits() -> dict[str, int]:
+    """The default class's limits for every resource, in Cinder's order."""
+    rt = get_runtime()
+    with rt.factory() as session:
+        names = _resource_names(session)
+        limits = quota_engine.class_limits(session, names, rt.env.quota)
+    return {n: limits[n] for n in names}
+
+
 def _values(raw: dict, known: list[str]) -> dict[str, int]:
     bad = sorted(set(raw) - set(known))
     if bad:
@@ -68,14 +77,7 @@ async def show_quota(target: str, request: Request, s: Scope = Depends(scope)):
 async def show_defaults(target: str, s: Scope = Depends(scope)):
     _target(s, target)
 
-    def run():
-        rt = get_runtime()
-        with rt.factory() as session:
-            names = _resource_names(session)
-            limits = quota_engine.class_limits(session, names, rt.env.quota)
-            return {"quota_set": {**{n: limits[n] for n in names}, "id": target}}
-
-    return await run_in_threadpool(run)
+    return {"quota_set": {**await run_in_threadpool(default_limits), "id": target}}
 
 
 @router.put("/os-quota-sets/{target}", summary="Set a project's quota (admin)")
@@ -123,14 +125,7 @@ async def show_class(class_name: str, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:quota_classes")
     _only_default(class_name)
 
-    def run():
-        rt = get_runtime()
-        with rt.factory() as session:
-            names = _resource_names(session)
-            limits = quota_engine.class_limits(session, names, rt.env.quota)
-            return {"quota_class_set": {**{n: limits[n] for n in names}, "id": class_name}}
-
-    return await run_in_threadpool(run)
+    return {"quota_class_set": {**await run_in_threadpool(default_limits), "id": class_name}}
 
 
 @router.put("/os-quota-class-sets/{class_name}", summary="Set a quota class (admin)")
@@ -138,6 +133,9 @@ async def update_class(class_name: str, request: Request, s: Scope = Depends(sco
     require_admin(s, "volume_extension:quota_classes:update")
     _only_default(class_name)
     body = await json_body(request)
+    if isinstance(body, dict) and isinstance(body.get("quota_class_set"), dict):
+        for ignored in (*IGNORED_KEYS, "class_name"):
+            body["quota_class_set"].pop(ignored, None)
     validate(QUOTA_CLASS_SET, body)
 
     def run():
