@@ -102,10 +102,6 @@ async def scope(request: Request, who: Identity = Depends(identity)) -> Scope:
                  version=request.state.version, base_url=base_url(request))
 
 
-async def admin_scope(s: Scope = Depends(scope)) -> Scope:
-    return require_admin(s, "admin_api")
-
-
 def require_admin(s: Scope, action: str) -> Scope:
     if not s.is_admin:
         raise errors.PolicyNotAuthorized(action=action)

@@ -35,16 +35,6 @@ class FlowState(str, enum.Enum):
 
 TERMINAL_STATES = frozenset({FlowState.SUCCEEDED, FlowState.REVERTED, FlowState.NEEDS_ATTENTION})
 
-# (from, to) pairs that may happen; everything else is a bug.
-TRANSITIONS = frozenset(
-    {
-        (FlowState.RUNNING, FlowState.SUCCEEDED),
-        (FlowState.RUNNING, FlowState.COMPENSATING),
-        (FlowState.COMPENSATING, FlowState.REVERTED),
-        (FlowState.COMPENSATING, FlowState.NEEDS_ATTENTION),
-    }
-)
-
 
 class StepState(str, enum.Enum):
     DONE = "done"

@@ -203,10 +203,6 @@ class VolumeLimitExceeded(QuotaError):
     message = "Maximum number of volumes allowed (%(allowed)s) exceeded for quota '%(name)s'."
 
 
-class SnapshotLimitExceeded(QuotaError):
-    message = "Maximum number of snapshots allowed (%(allowed)s) exceeded"
-
-
 class UnexpectedOverQuota(QuotaError):
     message = "Unexpected over quota on %(name)s."
 

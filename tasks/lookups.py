@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, exists, or_, select
@@ -196,7 +195,3 @@ class ZoneCache:
 
 
 ZONES = ZoneCache()
-
-
-def new_uuid() -> str:
-    return str(uuid.uuid4())
