@@ -52,7 +52,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/api_load.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from bench.proc_cpu import cpu_delta, pg_cpu, tree_cpu  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, tree_cpu,
+)
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
 # Goal: the HTTP front end is no longer what limits a create.
@@ -70,26 +72,6 @@ OUR_KEYS = ("_kombu.", "unacked", "volchain", "scheduler", "volume.", "celery")
 BODY = {"volume": {"size": 1, "name": "bench-api"}}
 REQUEST_TIMEOUT = 60.0  # the API itself answers `creating` after api_wait_seconds (30 s)
 START_WAIT = 60.0
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    """A run could not be measured (servers missing, processes silent, creates stuck)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 @dataclass
@@ -123,7 +105,7 @@ class Run:
 
 
 # --------------------------------------------------------------------------------------------
-# CPU accounting from /proc (Linux; None elsewhere)
+# CPU per create, by process group (accounting in bench/harness.py)
 # --------------------------------------------------------------------------------------------
 
 class CpuMeter:
@@ -595,40 +577,6 @@ def print_table(runs: list[Run], args) -> bool:
 # Main
 # --------------------------------------------------------------------------------------------
 
-def check_redis(r, url: str) -> None:
-    try:
-        r.ping()
-    except Exception as exc:
-        raise BenchError(f"Redis is not reachable at {url}: {exc}") from exc
-    keys = [k.decode(errors="replace") for k in r.scan_iter(count=1000)]
-    foreign = [k for k in keys if not k.startswith(OUR_KEYS) and "celery.pidbox" not in k]
-    if foreign:
-        raise BenchError(f"Redis db {url} holds keys that are not the bench's (e.g. {foreign[:3]}); "
-                         "it is emptied before and after a run, so give the bench a db of its own (--redis)")
-
-
-def create_database(pg: str) -> tuple[str, object]:
-    from sqlalchemy import create_engine, text
-
-    name = f"volchain_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(f"{pg}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        raise BenchError(f"PostgreSQL is not reachable at {pg}: {exc}") from exc
-    return name, admin
-
-
-def drop_database(admin, name: str) -> None:
-    from sqlalchemy import text
-
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def run_all(bench: Bench, args) -> list[Run]:
     runs: list[Run] = []
     bench.start_workers()
@@ -701,7 +649,7 @@ def main(argv=None) -> int:
 
     load_before = os.getloadavg()[0]
     r = redis.Redis.from_url(args.redis)
-    check_redis(r, args.redis)
+    check_redis(r, args.redis, OUR_KEYS)
     r.flushdb()
     name, admin = create_database(args.pg)
     database_url = f"{args.pg}/{name}"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import signal
@@ -41,7 +40,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/chain_throughput.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from bench.proc_cpu import cpu_delta, pg_cpu, tree_cpu  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, tree_cpu,
+)
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/3"
 QUEUES = "volchain.steps,volchain.compensate"
@@ -52,26 +53,6 @@ LABELS = {"noop": "no-op chain", "volchain": "volchain"}
 OUR_KEYS = ("_kombu.", "unacked", "volchain", "scheduler", "volume.", "bench:", "celery")
 RESULT_PREFIX = "RESULT "
 WORKER_WAIT = 60.0
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    """A run could not be measured (servers missing, workers silent, flows stuck)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def summarize(submits: dict[str, float], finishes: dict[str, float]) -> dict:
@@ -89,11 +70,6 @@ def summarize(submits: dict[str, float], finishes: dict[str, float]) -> dict:
         "p99_ms": percentile(lat, 99),
         "mean_ms": statistics.fmean(lat),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# CPU accounting from /proc (Linux; None elsewhere)
-# --------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,40 +404,6 @@ def run_config(kind: str, events: bool, args, database_url: str, r, log_dir: Pat
     return out
 
 
-def check_redis(r, url: str) -> None:
-    try:
-        r.ping()
-    except Exception as exc:
-        raise BenchError(f"Redis is not reachable at {url}: {exc}") from exc
-    keys = [k.decode(errors="replace") for k in r.scan_iter(count=1000)]
-    foreign = [k for k in keys if not k.startswith(OUR_KEYS) and "celery.pidbox" not in k]
-    if foreign:
-        raise BenchError(f"Redis db {url} holds keys that are not the bench's (e.g. {foreign[:3]}); "
-                         "it is emptied before and after a run, so give the bench a db of its own (--redis)")
-
-
-def create_database(pg: str) -> tuple[str, object]:
-    from sqlalchemy import create_engine, text
-
-    name = f"volchain_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(f"{pg}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        raise BenchError(f"PostgreSQL is not reachable at {pg}: {exc}") from exc
-    return name, admin
-
-
-def drop_database(admin, name: str) -> None:
-    from sqlalchemy import text
-
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def pick(results: list[dict]) -> dict:
     """The run with the median throughput (repeats on a busy 2-core box vary a lot)."""
     ranked = sorted(results, key=lambda x: x["flows_per_s"])
@@ -589,7 +531,7 @@ def main(argv=None) -> int:
     from models.migrate import upgrade
 
     r = redis.Redis.from_url(args.redis)
-    check_redis(r, args.redis)
+    check_redis(r, args.redis, OUR_KEYS)
     r.flushdb()
     name, admin = create_database(args.pg)
     database_url = f"{args.pg}/{name}"
