@@ -7,7 +7,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import httpx
 import pytest
 from sqlalchemy import select, update
 
@@ -16,14 +15,11 @@ from models.flow_log import FlowRun
 from models.quota import QuotaUsage
 from models.volume import Volume
 from tests import conftest, factories
+from tests.api.helpers import client
 
 ASYNC = {"Prefer": "respond-async"}
 PARKED_QUEUE = f"volchain.steps.parked-{uuid.uuid4().hex[:8]}"
 PARKED_WAIT_SECONDS = 5
-
-
-def client(api_url: str, token: str) -> httpx.Client:
-    return httpx.Client(base_url=api_url, headers={"X-Auth-Token": token}, timeout=60)
 
 
 def live_volumes(db, project: str) -> list[Volume]:

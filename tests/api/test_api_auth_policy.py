@@ -14,20 +14,9 @@ from models.flow_log import FlowRun
 from models.quota import Quota
 from models.volume import Volume
 from tests import factories
+from tests.api.helpers import assert_fault, client, new_project
 
 UNAUTHORIZED = {"unauthorized": {"code": 401, "message": "The request you have made requires authentication."}}
-
-
-def client(api_url: str, token: str | None, version: str | None = None) -> httpx.Client:
-    headers = {} if token is None else {"X-Auth-Token": token}
-    if version:
-        headers["OpenStack-API-Version"] = f"volume {version}"
-    return httpx.Client(base_url=api_url, headers=headers, timeout=60)
-
-
-def assert_fault(resp: httpx.Response, status: int, name: str, message: str) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.json() == {name: {"code": status, "message": message}}
 
 
 def forbidden(resp: httpx.Response, action: str) -> None:
@@ -42,10 +31,6 @@ def signer(db) -> TokenSigner:
 def live_volume_ids(db, project: str) -> set[str]:
     with db() as s:
         return set(s.scalars(select(Volume.id).where(Volume.project_id == project, Volume.deleted.is_(False))))
-
-
-def new_project() -> str:
-    return uuid.uuid4().hex
 
 
 # -- tokens -----------------------------------------------------------------------------------------

@@ -16,24 +16,12 @@ from sqlalchemy import select
 from models.flow_log import FlowRun
 from models.volume import Volume
 from tests import conftest, factories
+from tests.api.helpers import assert_fault, client
 
 MALFORMED = "The server could not comply with the request since it is either malformed or otherwise incorrect."
 REQ_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NO_SUCH_UUID = "944671bd-8d26-4a69-bcd8-87055ca31728"
 HEADER = "OpenStack-API-Version"
-
-
-def client(api_url: str, token: str, version: str | None = None) -> httpx.Client:
-    headers = {"X-Auth-Token": token}
-    if version:
-        headers[HEADER] = f"volume {version}"
-    return httpx.Client(base_url=api_url, headers=headers, timeout=60)
-
-
-def assert_fault(resp: httpx.Response, status: int, name: str, message: str) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    assert resp.json() == {name: {"code": status, "message": message}}
 
 
 def assert_openstack_headers(resp: httpx.Response, version: str = "3.0") -> str:

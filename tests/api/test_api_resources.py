@@ -15,27 +15,12 @@ from models.quota import QuotaClass
 from models.service import Service
 from models.volume_type import VolumeType
 from tests import factories
+from tests.api.helpers import assert_fault, client, new_project
 
 DEFAULT_TYPE_ID = factories.DEFAULT_TYPE_ID
 BASE_ORDER = ["volumes", "per_volume_gigabytes", "snapshots", "gigabytes", "backups", "backup_gigabytes"]
 DEFAULT_LIMITS = {"volumes": 10, "per_volume_gigabytes": -1, "snapshots": 10, "gigabytes": 1000, "backups": 10,
                   "backup_gigabytes": 1000, "groups": 10}
-
-
-def client(api_url: str, token: str, version: str | None = None) -> httpx.Client:
-    headers = {"X-Auth-Token": token}
-    if version:
-        headers["OpenStack-API-Version"] = f"volume {version}"
-    return httpx.Client(base_url=api_url, headers=headers, timeout=60)
-
-
-def assert_fault(resp: httpx.Response, status: int, name: str, message: str) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.json() == {name: {"code": status, "message": message}}
-
-
-def new_project() -> str:
-    return uuid.uuid4().hex
 
 
 def type_names(db) -> list[str]:
