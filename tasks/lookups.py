@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, or_, select
+from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from models.image import Image
@@ -170,7 +170,7 @@ def qos_specs(session: Session, vtype: TypeInfo) -> dict | None:
 
 
 def volume_service_count(session: Session) -> int:
-    return len(session.scalars(select(Service.id).where(Service.binary == VOLUME_BINARY)).all())
+    return session.scalar(select(func.count()).select_from(Service).where(Service.binary == VOLUME_BINARY)) or 0
 
 
 class ZoneCache:
