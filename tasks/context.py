@@ -1,10 +1,15 @@
-"""CreateContext: what travels along the chain between steps. Ids, sizes and plain JSON only."""
+"""CreateContext: one create flow's inputs and what its steps recorded so far.
+
+Chain messages carry only the flow id; every step rebuilds its CreateContext from the flow row
+it locks (the request, the caller, and the results its earlier steps recorded). So a message is
+as small as it can be, and a redelivered or resumed step reads exactly what was committed.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -32,28 +37,20 @@ class CreateContext:
     def merge(self, provided: dict[str, Any]) -> CreateContext:
         return dataclasses.replace(self, **provided)
 
-    def slim(self) -> CreateContext:
-        """Once the spec exists, later steps need nothing of the raw request (the flow row keeps
-        it) but the test facility's `_inject`: keep messages between steps small."""
-        if self.spec is None or not self.request or set(self.request) <= {"_inject"}:
-            return self
-        kept = {"_inject": self.request["_inject"]} if "_inject" in self.request else {}
-        return dataclasses.replace(self, request=kept)
-
-    def to_json(self) -> dict[str, Any]:
-        # Shallow: the values are already plain JSON (dataclasses.asdict would deep-copy them).
-        data = {f.name: getattr(self, f.name) for f in _FIELDS}
-        data["roles"] = list(self.roles)
-        return data
-
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CreateContext:
-        data = dict(data)
-        data["roles"] = tuple(data.get("roles") or ())
-        return cls(**data)
-
-
-_FIELDS = dataclasses.fields(CreateContext)
+    def from_log(
+        cls, flow_id: str, volume_id: str, project_id: str, user_id: str | None, request: dict | None,
+        caller: Mapping[str, Any] | None, steps: Mapping[str, dict] | None,
+    ) -> CreateContext:
+        """Rebuild a flow's context from its row: the inputs plus every recorded result (each
+        step provides keys of its own, so the order they are folded in does not matter)."""
+        caller = caller or {}
+        provided: dict[str, Any] = {}
+        for record in (steps or {}).values():
+            provided.update(record["result"])
+        return cls(flow_id=flow_id, volume_id=volume_id, project_id=project_id, user_id=user_id,
+                   roles=tuple(caller.get("roles") or ()), is_admin=bool(caller.get("is_admin")),
+                   request=request or {}, **provided)
 
 
 @dataclass(frozen=True)

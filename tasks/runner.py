@@ -80,7 +80,12 @@ def inject(env: StepEnv, ctx: CreateContext, step: str, when: str) -> None:
 # Hot-path statements are built once; executing them on the session's Core connection skips
 # per-call statement construction and the ORM layer (about a third of the cost per statement).
 _FLOWS = FlowRun.__table__
-_LOCK_FLOW = select(_FLOWS.c.state, _FLOWS.c.steps).where(_FLOWS.c.id == bindparam("flow_id")).with_for_update()
+_LOCK_FLOW = (
+    select(_FLOWS.c.state, _FLOWS.c.steps, _FLOWS.c.volume_id, _FLOWS.c.project_id, _FLOWS.c.user_id,
+           _FLOWS.c.request, _FLOWS.c.caller)
+    .where(_FLOWS.c.id == bindparam("flow_id"))
+    .with_for_update()
+)
 _RECORD_STEP = (
     update(_FLOWS).where(_FLOWS.c.id == bindparam("flow_id"))
     .values(steps=bindparam("steps"), progress_at=bindparam("now"))
@@ -88,26 +93,32 @@ _RECORD_STEP = (
 _RECORD_FINAL_STEP = _RECORD_STEP.values(state=FlowState.SUCCEEDED.value, finished_at=bindparam("now"))
 
 
-def _lock_flow(session: Session, flow_id: str) -> tuple[str, dict]:
-    """Lock the flow row and read its step records (as of the latest commit, after the lock)."""
+def _lock_flow(session: Session, flow_id: str) -> tuple[str, dict, CreateContext]:
+    """Lock the flow row; return its state, its step records (as of the latest commit, after the
+    lock) and the context rebuilt from them."""
     row = session.connection().execute(_LOCK_FLOW, {"flow_id": flow_id}).first()
     if row is None:
         raise errors.FlowNotFound(flow_id=flow_id)
-    return row.state, row.steps or {}
+    steps = row.steps or {}
+    ctx = CreateContext.from_log(flow_id, row.volume_id, row.project_id, row.user_id, row.request, row.caller, steps)
+    return row.state, steps, ctx
 
 
 def run_step(
-    factory: sessionmaker[Session], step: Step, ctx: CreateContext, env: StepEnv, final: bool = False
+    factory: sessionmaker[Session], step: Step, flow_id: str, env: StepEnv, final: bool = False
 ) -> CreateContext:
-    """Run `step` once for this flow: effect + record in one transaction; replay if recorded."""
+    """Run `step` once for this flow: effect + record in one transaction; replay if recorded.
+
+    The step's inputs come from the locked flow row, never from the message that triggered it.
+    Returns the flow's context with this step's result folded in.
+    """
     with factory() as session, session.begin():
-        state, steps = _lock_flow(session, ctx.flow_id)
-        record = steps.get(step.name)
-        if record is not None:
-            log.info("flow %s: %s already recorded, replaying its result", ctx.flow_id, step.name)
-            return ctx.merge(record["result"]).slim()
+        state, steps, ctx = _lock_flow(session, flow_id)
+        if step.name in steps:
+            log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
+            return ctx
         if state != FlowState.RUNNING.value:
-            raise FlowNotRunning(flow_id=ctx.flow_id, state=state, step=step.name)
+            raise FlowNotRunning(flow_id=flow_id, state=state, step=step.name)
         inject(env, ctx, step.name, "before")
         provided = step.run(session, ctx, env)
         inject(env, ctx, step.name, "before_commit")
@@ -115,10 +126,10 @@ def run_step(
         steps = {**steps, step.name: {"state": StepState.DONE.value, "result": provided,
                                       "done_at": now.isoformat(), "reverted_at": None}}
         session.connection().execute(_RECORD_FINAL_STEP if final else _RECORD_STEP,
-                                     {"flow_id": ctx.flow_id, "steps": steps, "now": now})
+                                     {"flow_id": flow_id, "steps": steps, "now": now})
     out = ctx.merge(provided)
     inject(env, ctx, step.name, "after_commit")
-    return out.slim()
+    return out
 
 
 def record_failure(factory: sessionmaker[Session], flow_id: str, step: str | None, error: dict) -> bool:

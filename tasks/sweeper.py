@@ -48,21 +48,12 @@ class SweepReport:
 
 
 def context_from_log(session: Session, flow_id: str) -> CreateContext:
-    """Rebuild a flow's CreateContext from its run row and its recorded steps, in step order."""
+    """Rebuild a flow's CreateContext from its run row and its recorded steps."""
     flow = session.get(FlowRun, flow_id)
     if flow is None:
         raise errors.FlowNotFound(flow_id=flow_id)
-    caller = flow.caller or {}
-    ctx = CreateContext(flow_id=flow.id, volume_id=flow.volume_id, project_id=flow.project_id,
-                        user_id=flow.user_id, roles=tuple(caller.get("roles") or ()),
-                        is_admin=bool(caller.get("is_admin")), request=flow.request)
-    from tasks.flow import STEP_NAMES
-
-    recorded = flow.steps or {}
-    for name in STEP_NAMES:
-        if name in recorded:
-            ctx = ctx.merge(recorded[name]["result"])
-    return ctx
+    return CreateContext.from_log(flow.id, flow.volume_id, flow.project_id, flow.user_id, flow.request,
+                                  flow.caller, flow.steps)
 
 
 def stuck_flows(session: Session, deadline_seconds: int, limit: int = 100) -> list[tuple[str, str, str]]:
@@ -92,7 +83,7 @@ def sweep(factory: sessionmaker[Session], steps: list, env: StepEnv, deadline_se
                 ctx = context_from_log(session, flow_id)
             if state == FlowState.RUNNING.value and ctx.committed:
                 for step in steps:
-                    ctx = run_step(factory, step, ctx, env, final=step is steps[-1])
+                    run_step(factory, step, flow_id, env, final=step is steps[-1])
                 report.resumed.append(flow_id)
                 continue
             if state == FlowState.RUNNING.value:

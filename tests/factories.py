@@ -112,7 +112,8 @@ def start_flow_directly(db, context: RequestContext, **request) -> CreateContext
     flow_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
     now = utcnow()
     _add(db, FlowRun(id=flow_id, volume_id=volume_id, project_id=context.project_id, user_id=context.user_id,
-                     state="running", request=request, root_task_id=flow_id, created_at=now, progress_at=now))
+                     state="running", request=request, root_task_id=flow_id, created_at=now, progress_at=now,
+                     caller={"roles": list(context.roles), "is_admin": context.is_admin, "respond_async": False}))
     return CreateContext(flow_id=flow_id, volume_id=volume_id, project_id=context.project_id,
                          user_id=context.user_id, roles=tuple(context.roles), is_admin=context.is_admin,
                          request=request)

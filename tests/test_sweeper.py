@@ -21,7 +21,7 @@ DEADLINE = 60
 def _run_until(db, ctx, last_step: str):
     env = get_runtime().env
     for step in STEPS:
-        ctx = run_step(db, step, ctx, env)
+        ctx = run_step(db, step, ctx.flow_id, env)
         if step.name == last_step:
             return ctx
     raise AssertionError(last_step)

@@ -524,7 +524,7 @@ def test_a_missing_default_type_is_a_500_and_the_flow_is_reverted(db, project, c
     env = dataclasses.replace(get_runtime().env, default_volume_type="no-such-default")
     ctx = factories.start_flow_directly(db, factories.member(project), size=1)
     with pytest.raises(errors.VolumeTypeDefaultMisconfiguredError) as caught:
-        run_step(db, STEPS[0], ctx, env)
+        run_step(db, STEPS[0], ctx.flow_id, env)
     assert caught.value.to_dict() == {
         "type": "VolumeTypeDefaultMisconfiguredError", "code": 500,
         "message": "The request cannot be fulfilled as the default volume type no-such-default cannot be found.",

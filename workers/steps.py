@@ -1,7 +1,8 @@
-"""Thin Celery tasks around the plain steps: JSON in, JSON out, retries, failure recording.
+"""Thin Celery tasks around the plain steps: the flow id in, the flow id out, retries, failures.
 
 Task names read well in Flower: `volchain.create.<step>` and `volchain.create.compensate`.
-The logic lives in `tasks/`; a task only turns JSON into a CreateContext and back.
+The logic lives in `tasks/`. A step's message carries only its flow id: the step reads its inputs
+from the flow row it locks, and hands the same id to the next step of the chain.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from celery.exceptions import Ignore, Retry
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tasks import errors
-from tasks.context import CreateContext
 from tasks.flow import FINAL_STEP, STEPS
 from tasks.runner import FlowNotRunning, compensate, park, record_failure, run_step
 from workers import outcome
@@ -24,9 +24,6 @@ log = logging.getLogger(__name__)
 # Database errors worth another try (deadlock, serialization failure, lost connection).
 TRANSIENT = (OperationalError,)
 STEP_MAX_RETRIES = 5
-# Celery formats every return value for its log line; a step returns the whole context, so keep
-# that short (the flow log, not the worker log, is where results are read).
-RESULT_REPR_MAX = 96
 
 
 def _retry_delay(retries: int) -> float:
@@ -37,12 +34,11 @@ def _make_step_task(step):
     final = step.name == FINAL_STEP
 
     @app.task(name=f"volchain.create.{step.name}", bind=True, acks_late=True,
-              throws=errors.EXPECTED_ERRORS, max_retries=STEP_MAX_RETRIES, resultrepr_maxsize=RESULT_REPR_MAX)
-    def step_task(self, ctx_json: dict) -> dict:
+              throws=errors.EXPECTED_ERRORS, max_retries=STEP_MAX_RETRIES)
+    def step_task(self, flow_id: str) -> str:
         rt = get_runtime()
-        ctx = CreateContext.from_json(ctx_json)
         try:
-            out = run_step(rt.factory, step, ctx, rt.env, final=final)
+            run_step(rt.factory, step, flow_id, rt.env, final=final)
         except FlowNotRunning as exc:
             log.info("%s", exc)
             raise Ignore() from exc  # the flow ended already: stop this copy of the chain quietly
@@ -51,17 +47,17 @@ def _make_step_task(step):
         except TRANSIENT as exc:
             if self.request.retries < self.max_retries:
                 raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries))
-            _record(rt, ctx.flow_id, step.name, _unexpected(exc))
+            _record(rt, flow_id, step.name, _unexpected(exc))
             raise
         except errors.VolchainError as exc:
-            _record(rt, ctx.flow_id, step.name, exc.to_dict())
+            _record(rt, flow_id, step.name, exc.to_dict())
             raise
         except Exception as exc:
-            _record(rt, ctx.flow_id, step.name, _unexpected(exc))
+            _record(rt, flow_id, step.name, _unexpected(exc))
             raise
         if final:
-            _notify(rt, ctx.flow_id, "succeeded")
-        return out.to_json()
+            _notify(rt, flow_id, "succeeded")
+        return flow_id
 
     step_task.__doc__ = (step.__doc__ or "").split("\n", 1)[0]
     return step_task

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from models import utcnow
 from models.flow_log import FlowRun, FlowState
 from tasks import errors
-from tasks.context import CreateContext, RequestContext
+from tasks.context import RequestContext
 from tasks.flow import STEPS
 from tasks.runner import compensate, record_failure
 from workers import outcome
@@ -89,12 +89,8 @@ def submit_create_volume(
             raise
         return earlier
 
-    ctx = CreateContext(
-        flow_id=flow_id, volume_id=volume_id, project_id=context.project_id, user_id=context.user_id,
-        roles=tuple(context.roles), is_admin=context.is_admin, request=request,
-    )
     try:
-        build_create_chain(ctx).apply_async()
+        build_create_chain(flow_id, volume_id).apply_async()
     except Exception as exc:
         error = errors.SubmitFailed(volume_id=volume_id, reason=f"{type(exc).__name__}: {exc}")
         log.error("flow %s: %s", flow_id, error)
