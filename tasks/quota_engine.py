@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping
 
-from sqlalchemy import bindparam, delete, func, literal, select, update
+from sqlalchemy import bindparam, delete, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -187,6 +187,16 @@ _WRITE_USAGE = (
     .values(in_use=bindparam("b_in_use"), reserved=bindparam("b_reserved"),
             until_refresh=bindparam("b_until_refresh"), updated_at=bindparam("b_updated_at"))
 )
+# PostgreSQL: every changed usage row in one statement (psycopg would send an executemany as one
+# statement per row); other databases use the executemany above.
+_WRITE_USAGES_PG = text(
+    "UPDATE quota_usages SET in_use = v.in_use, reserved = v.reserved, until_refresh = v.until_refresh, "
+    "updated_at = :now FROM unnest(CAST(:ids AS integer[]), CAST(:in_use AS bigint[]), "
+    "CAST(:reserved AS bigint[]), CAST(:until_refresh AS integer[])) AS v(id, in_use, reserved, until_refresh) "
+    "WHERE quota_usages.id = v.id"
+)
+# RETURNING makes SQLAlchemy send a batch of rows as one multi-row INSERT ("insertmanyvalues").
+_INSERT_RESERVATIONS = _RESERVATIONS.insert().returning(_RESERVATIONS.c.id)
 
 
 def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, _Usage]:
@@ -195,13 +205,22 @@ def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) ->
 
 
 def _write_usages(session: Session, usages: Iterable[_Usage], now: datetime) -> None:
-    changed = [
+    changed = [u for u in usages if u.dirty]
+    if not changed:
+        return
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(_WRITE_USAGES_PG, {
+            "ids": [u.id for u in changed], "in_use": [u.in_use for u in changed],
+            "reserved": [u.reserved for u in changed], "until_refresh": [u.until_refresh for u in changed],
+            "now": now,
+        })
+        return
+    conn.execute(_WRITE_USAGE, [
         {"b_id": u.id, "b_in_use": u.in_use, "b_reserved": u.reserved, "b_until_refresh": u.until_refresh,
          "b_updated_at": now}
-        for u in usages if u.dirty
-    ]
-    if changed:
-        session.connection().execute(_WRITE_USAGE, changed)
+        for u in changed
+    ])
 
 
 def _resolve_expire(expire) -> datetime:
@@ -313,7 +332,7 @@ def reserve(
         if delta > 0:
             usage.reserved += delta
         usage.dirty = True
-    session.connection().execute(_RESERVATIONS.insert(), rows)
+    session.connection().execute(_INSERT_RESERVATIONS, rows).all()
     _write_usages(session, usages.values(), now)
     return uuids
 
@@ -326,42 +345,42 @@ _LOCK_USAGES_BY_ID = (
     .order_by(_USAGES.c.id)
     .with_for_update()
 )
-_LOCK_RESERVATIONS = (
-    select(_RESERVATIONS.c.id, _RESERVATIONS.c.usage_id, _RESERVATIONS.c.delta)
+# Deleting a pending reservation is how it is settled; the DELETE locks it and RETURNING says
+# which of the asked-for ones were still pending (a concurrent expire may have taken some).
+_TAKE_RESERVATIONS = (
+    delete(_RESERVATIONS)
     .where(_RESERVATIONS.c.uuid.in_(bindparam("uuids", expanding=True)))
-    .order_by(_RESERVATIONS.c.id)
-    .with_for_update()
+    .returning(_RESERVATIONS.c.id, _RESERVATIONS.c.usage_id, _RESERVATIONS.c.delta)
 )
-_DELETE_RESERVATIONS = delete(_RESERVATIONS).where(_RESERVATIONS.c.id.in_(bindparam("ids", expanding=True)))
 
 
-def _lock_reservations(
+def _take_reservations(
     session: Session, uuids: list[str], scope: tuple[str, Iterable[str]] | None
 ) -> tuple[list, dict[int, _Usage]]:
-    """Lock the usage rows (by id order), then the pending reservations among `uuids`.
+    """Lock the usage rows (by id order), then delete the pending reservations among `uuids`.
 
-    `scope` (project id, resource names), when the caller knows it, saves the look-up of the
-    usage rows the reservations point at.
+    Returns the deleted reservations and the locked usages. Two settles of the same reservation
+    serialise on its usage row, which both lock first. `scope` (project id, resource names), when
+    the caller knows it, saves the look-up of the usage rows the reservations point at.
     """
     if not uuids:
         return [], {}
+    conn = session.connection()
     if scope is not None:
         usages = {u.id: u for u in _lock_usages(session, scope[0], scope[1]).values()}
     else:
-        usage_ids = list(session.connection().scalars(_PENDING, {"uuids": uuids}))
+        usage_ids = list(conn.scalars(_PENDING, {"uuids": uuids}))
         if not usage_ids:
             return [], {}
-        usages = {row.id: _Usage(row) for row in session.connection().execute(_LOCK_USAGES_BY_ID, {"ids": usage_ids})}
-    reservations = session.connection().execute(_LOCK_RESERVATIONS, {"uuids": uuids}).all()
-    return reservations, usages
+        usages = {row.id: _Usage(row) for row in conn.execute(_LOCK_USAGES_BY_ID, {"ids": usage_ids})}
+    return conn.execute(_TAKE_RESERVATIONS, {"uuids": uuids}).all(), usages
 
 
 def _settle(session: Session, uuids: Iterable[str], scope, use: bool) -> int:
-    reservations, usages = _lock_reservations(session, list(uuids), scope)
+    reservations, usages = _take_reservations(session, list(uuids), scope)
     if not reservations:
         return 0
-    now = utcnow()
-    for r in reservations:
+    for r in sorted(reservations, key=lambda r: r.id):
         usage = usages[r.usage_id]
         if r.delta >= 0:
             usage.reserved -= min(r.delta, usage.reserved)
@@ -370,8 +389,7 @@ def _settle(session: Session, uuids: Iterable[str], scope, use: bool) -> int:
         elif use:
             usage.in_use += max(r.delta, -usage.in_use)
         usage.dirty = True
-    _write_usages(session, usages.values(), now)
-    session.connection().execute(_DELETE_RESERVATIONS, {"ids": [r.id for r in reservations]})
+    _write_usages(session, usages.values(), utcnow())
     return len(reservations)
 
 
