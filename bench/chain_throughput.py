@@ -339,8 +339,8 @@ def clean_env(database_url: str, redis_url: str, events: bool) -> dict[str, str]
     return env
 
 
-def start_worker(kind: str, events: bool, concurrency: int, env: dict, log_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "celery", "-A", APPS[kind], "worker", "-Q", QUEUES, "-P", "prefork",
+def start_worker(kind: str, events: bool, pool: str, concurrency: int, env: dict, log_path: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "celery", "-A", APPS[kind], "worker", "-Q", QUEUES, "-P", pool,
            "-c", str(concurrency), "-l", "warning", "-n", f"bench-{kind}-{uuid.uuid4().hex[:6]}@%h"]
     if events:
         cmd.append("-E")
@@ -371,7 +371,7 @@ def run_config(kind: str, events: bool, args, database_url: str, r, log_dir: Pat
     env = clean_env(database_url, args.redis, events)
     label = f"{LABELS[kind]}, events {'on' if events else 'off'}"
     logs = [log_dir / f"{kind}-{'on' if events else 'off'}-{i}-{uuid.uuid4().hex[:4]}.log" for i in range(args.workers)]
-    procs = [start_worker(kind, events, args.concurrency, env, path) for path in logs]
+    procs = [start_worker(kind, events, args.pool, args.concurrency, env, path) for path in logs]
     log(f"{label}: {args.workers} worker(s) x {args.concurrency} started; "
         f"{'serial' if args.latency else 'window ' + str(args.window or 'unlimited')}, n={args.n}")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--drive", kind, "--redis", args.redis,
@@ -431,7 +431,7 @@ def cpu_total(row: dict) -> float | None:
 
 def print_throughput(rows: list[dict], args) -> bool:
     print()
-    print(f"volchain create chain vs a no-op 5-task chain: N={args.n}, {args.workers} prefork worker(s) "
+    print(f"volchain create chain vs a no-op 5-task chain: N={args.n}, {args.workers} {args.pool} worker(s) "
           f"x {args.concurrency}, window {args.window or 'unlimited'}, {args.producers} producer thread(s), "
           f"{os.cpu_count()} CPUs, repeat {args.repeat} (median), {load_note(args)}")
     head = (f"{'config':<26} | {'flows/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} | {'% of baseline':>13} | "
@@ -467,7 +467,7 @@ def print_throughput(rows: list[dict], args) -> bool:
 
 def print_latency(rows: list[dict], args) -> None:
     print()
-    print(f"One create at a time (serial): N={args.n}, {args.workers} prefork worker(s) x {args.concurrency}, "
+    print(f"One create at a time (serial): N={args.n}, {args.workers} {args.pool} worker(s) x {args.concurrency}, "
           f"repeat {args.repeat} (median), {load_note(args)}")
     head = (f"{'config':<26} | {'p50 ms':>7} | {'p90 ms':>7} | {'p99 ms':>7} | {'p50 over baseline':>17} | "
             f"{'worker CPU ms/flow':>18} | {'PG CPU ms/flow':>14}")
@@ -490,7 +490,9 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=None, help="measured flows per config (default 1000; --latency 300)")
     p.add_argument("--latency", action="store_true", help="one create at a time: per-create latency")
     p.add_argument("--events", choices=("both", "on", "off"), default="both", help="task event modes to run")
-    p.add_argument("--concurrency", type=int, default=cpus, help=f"prefork children per worker (default {cpus})")
+    p.add_argument("--pool", choices=("prefork", "threads", "solo"), default="prefork",
+                   help="worker pool, for both chains (default prefork, what `volchain worker` starts)")
+    p.add_argument("--concurrency", type=int, default=cpus, help=f"pool size per worker (default {cpus})")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--window", type=int, default=None,
                    help="most flows in flight; 0 submits all at once (default 8 x all pool children)")
