@@ -1,15 +1,15 @@
-"""The ASGI app: routers, Cinder-shaped errors, request ids and microversion headers."""
+"""The ASGI app: routers, Cinder-shaped errors, and the OpenStack headers middleware."""
 
 from __future__ import annotations
 
 import logging
-import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from api import errors
-from api.microversion import HEADER, MIN_VERSION, SERVICE, InvalidVersionString, VersionNotAcceptable, negotiate
+from api.microversion import MIN_VERSION
+from api.middleware import OpenStackHeaders
 from api.routers import limits, quotas, versions, volume_types, volumes, zones
 from api.waiter import FlowWaiter
 from workers.runtime import get_runtime
@@ -46,35 +46,7 @@ def create_app() -> FastAPI:
         app.include_router(router, prefix="/v3", include_in_schema=False)  # project-less URLs (3.67)
     app.include_router(versions.router)  # last: `/v3/{project_id}` must not shadow `/v3/volumes`
 
-    @app.middleware("http")
-    async def openstack_headers(request: Request, call_next):
-        request_id = f"req-{uuid.uuid4()}"
-        header = request.headers.get(HEADER)
-        try:
-            request.state.version = negotiate(header)
-            response = None
-        except (VersionNotAcceptable, InvalidVersionString) as exc:
-            response = errors.fault(406 if isinstance(exc, VersionNotAcceptable) else 400, str(exc))
-            echoed = f"{SERVICE} {exc.requested}"
-        if response is None:
-            limit = get_runtime().settings.api_max_body_bytes
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                response = errors.fault(413, "Request is too large.")
-                echoed = f"{SERVICE} {request.state.version}"
-            else:
-                try:
-                    response = await call_next(request)
-                except Exception:  # unexpected: still a Cinder-shaped 500 with our headers
-                    log.exception("unexpected error on %s %s", request.method, request.url.path)
-                    response = errors.fault(500, errors.GENERIC_500)
-                echoed = f"{SERVICE} {request.state.version}"
-        response.headers["X-OpenStack-Request-Id"] = request_id
-        response.headers["X-Compute-Request-Id"] = request_id
-        response.headers[HEADER] = echoed
-        response.headers["Vary"] = HEADER
-        return response
-
+    app.add_middleware(OpenStackHeaders)
     return app
 
 

@@ -106,10 +106,11 @@ async def create_volume(request: Request, s: Scope = Depends(scope)):
                            user_id=s.identity.user_id, request=req, created_at=utcnow())
         return JSONResponse({"volume": _pending_view(flow, s, rt, status="creating")}, status_code=202,
                             headers={"Preference-Applied": "respond-async"})
-    outcome = await request.app.state.waiter.wait(sub.flow_id, rt.settings.api_wait_seconds)
+    outcome = await request.app.state.waiter.wait(sub.flow_id, rt.settings.api_wait_seconds,
+                                                  volume_id=sub.volume_id, just_submitted=not sub.replayed)
     if outcome.finished and not outcome.succeeded:
         return error_response(outcome.error or {"code": 500})
-    view = await run_in_threadpool(_created_view, rt, s, sub.flow_id, sub.volume_id)
+    view = await run_in_threadpool(_created_view, rt, s, sub.flow_id, sub.volume_id, bool(req.get("metadata")))
     return JSONResponse({"volume": view}, status_code=202)
 
 
@@ -118,12 +119,20 @@ def _flow(rt, flow_id: str) -> FlowRun:
         return session.get(FlowRun, flow_id)
 
 
-def _created_view(rt, s: Scope, flow_id: str, volume_id: str) -> dict:
+def _created_view(rt, s: Scope, flow_id: str, volume_id: str, has_metadata: bool) -> dict:
+    """The new volume as the create answers it: one query for the row and its type's name, and
+    one for its metadata only if the request gave some (the chain writes no other)."""
     with rt.factory() as session:
-        vol = session.get(Volume, volume_id)
-        if vol is None or vol.deleted:  # still running after the wait: answer like Cinder, `creating`
+        row = session.execute(
+            select(Volume, VolumeType.name).outerjoin(VolumeType, VolumeType.id == Volume.volume_type_id)
+            .where(Volume.id == volume_id)
+        ).first()
+        if row is None or row[0].deleted:  # still running after the wait: answer like Cinder, `creating`
             return _pending_view(session.get(FlowRun, flow_id), s, rt, status="creating")
-        return _detail(session, vol, s, extensions=False)
+        vol, type_name = row
+        metadata = _metadata(session, [vol.id])[vol.id] if has_metadata else {}
+        return views.volume_detail(vol, metadata=metadata, type_name=type_name, version=s.version, admin=s.is_admin,
+                                   base_url=s.base_url, url_project=s.url_project, extensions=False)
 
 
 def _type_names(session: Session, type_ids: set[str]) -> dict[str, str]:

@@ -1,0 +1,77 @@
+"""OpenStack's per-request headers, as plain ASGI middleware (no per-request task or stream).
+
+Every answer carries a request id (`X-OpenStack-Request-Id`, and `X-Compute-Request-Id` as
+Cinder sends too), the microversion it was served at, and `Vary` on the version header. The
+version is negotiated before routing (400 or 406 for a bad one); a body declared larger than the
+limit is refused with 413 before it is read; an unexpected exception still answers a
+Cinder-shaped 500 with these headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from api import errors
+from api.microversion import HEADER, SERVICE, InvalidVersionString, VersionNotAcceptable, negotiate
+from workers.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+_HEADER_KEY = HEADER.lower().encode()
+
+
+class OpenStackHeaders:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = f"req-{uuid.uuid4()}".encode()
+        try:
+            version = negotiate(headers[_HEADER_KEY].decode("latin-1") if _HEADER_KEY in headers else None)
+        except (VersionNotAcceptable, InvalidVersionString) as exc:
+            status = 406 if isinstance(exc, VersionNotAcceptable) else 400
+            await self._reply(errors.fault(status, str(exc)), f"{SERVICE} {exc.requested}", request_id,
+                              scope, receive, send)
+            return
+        scope.setdefault("state", {})["version"] = version
+        echoed = f"{SERVICE} {version}"
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > get_runtime().settings.api_max_body_bytes:
+            await self._reply(errors.fault(413, "Request is too large."), echoed, request_id, scope, receive, send)
+            return
+        extra = _extra_headers(request_id, echoed)
+        started = False
+
+        async def send_with_headers(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await self._reply(errors.fault(500, errors.GENERIC_500), echoed, request_id, scope, receive, send)
+
+    @staticmethod
+    async def _reply(response, echoed: str, request_id: bytes, scope, receive, send) -> None:
+        response.raw_headers.extend(_extra_headers(request_id, echoed))
+        await response(scope, receive, send)
+
+
+def _extra_headers(request_id: bytes, echoed: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-openstack-request-id", request_id),
+        (b"x-compute-request-id", request_id),
+        (_HEADER_KEY, echoed.encode()),
+        (b"vary", HEADER.encode()),
+    ]
