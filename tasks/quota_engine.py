@@ -15,9 +15,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-from sqlalchemy import bindparam, delete, func, literal, select, text, update
+from sqlalchemy import any_, bindparam, delete, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -91,17 +92,34 @@ def _check_known(session: Session, names: Iterable[str], allowed: tuple[str, ...
         raise errors.QuotaResourceUnknown(unknown=sorted(unknown))
 
 
+def _one_of(column, name: str, pg: bool):
+    """`column IN (<list bound as name>)`. On PostgreSQL `= ANY(<one array parameter>)`: the text
+    is then the same for every list length, so it is rendered once and psycopg prepares it."""
+    if pg:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _per_dialect(build) -> dict[bool, Any]:
+    """A prebuilt statement for PostgreSQL (True) and for other databases (False)."""
+    return {pg: build(pg) for pg in (False, True)}
+
+
+def _is_pg(conn) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
 _QUOTAS = Quota.__table__
 _CLASSES = QuotaClass.__table__
-_LIMITS = (
+_LIMITS = _per_dialect(lambda pg: (
     select(_QUOTAS.c.resource, _QUOTAS.c.hard_limit, literal(0).label("rank"))
-    .where(_QUOTAS.c.project_id == bindparam("project_id"), _QUOTAS.c.resource.in_(bindparam("names", expanding=True)))
+    .where(_QUOTAS.c.project_id == bindparam("project_id"), _one_of(_QUOTAS.c.resource, "names", pg))
     .union_all(
         select(_CLASSES.c.resource, _CLASSES.c.hard_limit, literal(1).label("rank")).where(
-            _CLASSES.c.class_name == DEFAULT_CLASS, _CLASSES.c.resource.in_(bindparam("names2", expanding=True))
+            _CLASSES.c.class_name == DEFAULT_CLASS, _one_of(_CLASSES.c.resource, "names2", pg)
         )
     )
-)
+))
 
 
 def get_limits(
@@ -109,7 +127,8 @@ def get_limits(
 ) -> dict[str, int]:
     """Limit per resource: project row, else default class row, else config default, else -1."""
     names = list(resources)
-    rows = session.connection().execute(_LIMITS, {"project_id": project_id, "names": names, "names2": names})
+    conn = session.connection()
+    rows = conn.execute(_LIMITS[_is_pg(conn)], {"project_id": project_id, "names": names, "names2": names})
     found: dict[str, tuple[int, int]] = {}
     for resource, hard_limit, rank in rows:
         if resource not in found or rank < found[resource][0]:
@@ -174,13 +193,14 @@ class _Usage:
 
 _USAGES = QuotaUsage.__table__
 _RESERVATIONS = Reservation.__table__
-_LOCK_USAGES = (
-    select(_USAGES.c.id, _USAGES.c.resource, _USAGES.c.in_use, _USAGES.c.reserved, _USAGES.c.until_refresh,
-           _USAGES.c.updated_at)
-    .where(_USAGES.c.project_id == bindparam("project_id"), _USAGES.c.resource.in_(bindparam("resources", expanding=True)))
+_USAGE_COLUMNS = (_USAGES.c.id, _USAGES.c.resource, _USAGES.c.in_use, _USAGES.c.reserved, _USAGES.c.until_refresh,
+                  _USAGES.c.updated_at)
+_LOCK_USAGES = _per_dialect(lambda pg: (
+    select(*_USAGE_COLUMNS)
+    .where(_USAGES.c.project_id == bindparam("project_id"), _one_of(_USAGES.c.resource, "resources", pg))
     .order_by(_USAGES.c.id)
     .with_for_update()
-)
+))
 _WRITE_USAGE = (
     update(_USAGES)
     .where(_USAGES.c.id == bindparam("b_id"))
@@ -200,7 +220,8 @@ _INSERT_RESERVATIONS = _RESERVATIONS.insert().returning(_RESERVATIONS.c.id)
 
 
 def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, _Usage]:
-    rows = session.connection().execute(_LOCK_USAGES, {"project_id": project_id, "resources": list(resources)})
+    conn = session.connection()
+    rows = conn.execute(_LOCK_USAGES[_is_pg(conn)], {"project_id": project_id, "resources": list(resources)})
     return {row.resource: _Usage(row) for row in rows}
 
 
@@ -209,7 +230,7 @@ def _write_usages(session: Session, usages: Iterable[_Usage], now: datetime) -> 
     if not changed:
         return
     conn = session.connection()
-    if conn.dialect.name == "postgresql":
+    if _is_pg(conn):
         conn.execute(_WRITE_USAGES_PG, {
             "ids": [u.id for u in changed], "in_use": [u.in_use for u in changed],
             "reserved": [u.reserved for u in changed], "until_refresh": [u.until_refresh for u in changed],
@@ -339,19 +360,18 @@ def reserve(
 
 _PENDING = select(_RESERVATIONS.c.usage_id).where(_RESERVATIONS.c.uuid.in_(bindparam("uuids", expanding=True)))
 _LOCK_USAGES_BY_ID = (
-    select(_USAGES.c.id, _USAGES.c.resource, _USAGES.c.in_use, _USAGES.c.reserved, _USAGES.c.until_refresh,
-           _USAGES.c.updated_at)
+    select(*_USAGE_COLUMNS)
     .where(_USAGES.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(_USAGES.c.id)
     .with_for_update()
 )
 # Deleting a pending reservation is how it is settled; the DELETE locks it and RETURNING says
 # which of the asked-for ones were still pending (a concurrent expire may have taken some).
-_TAKE_RESERVATIONS = (
+_TAKE_RESERVATIONS = _per_dialect(lambda pg: (
     delete(_RESERVATIONS)
-    .where(_RESERVATIONS.c.uuid.in_(bindparam("uuids", expanding=True)))
+    .where(_one_of(_RESERVATIONS.c.uuid, "uuids", pg))
     .returning(_RESERVATIONS.c.id, _RESERVATIONS.c.usage_id, _RESERVATIONS.c.delta)
-)
+))
 
 
 def _take_reservations(
@@ -373,7 +393,7 @@ def _take_reservations(
         if not usage_ids:
             return [], {}
         usages = {row.id: _Usage(row) for row in conn.execute(_LOCK_USAGES_BY_ID, {"ids": usage_ids})}
-    return conn.execute(_TAKE_RESERVATIONS, {"uuids": uuids}).all(), usages
+    return conn.execute(_TAKE_RESERVATIONS[_is_pg(conn)], {"uuids": uuids}).all(), usages
 
 
 def _settle(session: Session, uuids: Iterable[str], scope, use: bool) -> int:

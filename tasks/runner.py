@@ -8,11 +8,13 @@ Compensation reads only the log, so any worker can run it again after a crash.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from psycopg.types.json import Json
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
@@ -130,6 +132,35 @@ def _record_step(conn: Connection, flow_id: str, steps: dict, final: bool) -> No
         conn.execute(_RECORD_FINAL_STEP if final else _RECORD_STEP, params)
 
 
+_local = threading.local()
+
+
+def step_connection(engine: Engine) -> Connection:
+    """This thread's Connection for running steps, kept open between steps (checking a connection
+    out of the pool for every step cost about as much as one of its statements).
+
+    A forked pool child drops what it inherited without touching it (the socket is its parent's);
+    a connection SQLAlchemy invalidated (the server went away) is replaced.
+    """
+    cache = getattr(_local, "connections", None)
+    if cache is None or _local.pid != os.getpid():
+        cache = _local.connections = {}
+        _local.pid = os.getpid()
+    conn = cache.get(engine)
+    if conn is None or conn.closed or conn.invalidated:
+        conn = cache[engine] = engine.connect()
+    return conn
+
+
+def forget_step_connections() -> None:
+    """Close this thread's step connections (tests and shutdown; a fork needs nothing)."""
+    cache = getattr(_local, "connections", None)
+    if cache is not None and _local.pid == os.getpid():
+        for conn in cache.values():
+            conn.close()
+    _local.connections = None
+
+
 def run_step(
     factory: sessionmaker[Session], step: Step, flow_id: str, env: StepEnv, final: bool = False
 ) -> CreateContext:
@@ -138,7 +169,8 @@ def run_step(
     The step's inputs come from the locked flow row, never from the message that triggered it.
     Returns the flow's context with this step's result folded in.
     """
-    with factory.kw["bind"].begin() as conn:
+    conn = step_connection(factory.kw["bind"])
+    with conn.begin():
         state, steps, ctx = _lock_flow(conn, flow_id)
         if step.name in steps:
             log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)

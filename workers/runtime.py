@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import dispose_all, session_factory
 from tasks.quota_engine import QuotaConfig
-from tasks.runner import CastMessage, StepEnv
+from tasks.runner import CastMessage, StepEnv, forget_step_connections
 from workers.settings import Settings, get_settings
 
 
@@ -88,6 +88,8 @@ def reset_runtime(close: bool = True) -> None:
     global _runtime
     with _lock:
         _runtime = None
+    if close:
+        forget_step_connections()
     dispose_all(close=close)
 
 
