@@ -8,18 +8,15 @@ Compensation reads only the log, so any worker can run it again after a crash.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from psycopg.types.json import Json
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
 from models.flow_log import FlowRun, FlowState, StepState, TERMINAL_STATES
-from tasks import errors
+from tasks import errors, step_tx
 from tasks.context import CreateContext
 from tasks.quota_engine import QuotaConfig
 
@@ -80,85 +77,14 @@ def inject(env: StepEnv, ctx: CreateContext, step: str, when: str) -> None:
             raise errors.InjectedFailure(step=step, when=when)
 
 
-# The two statements every step runs: lock the flow row (reading its records), and record the
-# step. On PostgreSQL they go straight to the driver (psycopg prepares them after a few uses);
-# elsewhere (the embedded SQLite) through prebuilt Core statements.
-_FLOWS = FlowRun.__table__
-_LOCK_FLOW = (
-    select(_FLOWS.c.state, _FLOWS.c.steps, _FLOWS.c.volume_id, _FLOWS.c.project_id, _FLOWS.c.user_id,
-           _FLOWS.c.request, _FLOWS.c.caller)
-    .where(_FLOWS.c.id == bindparam("flow_id"))
-    .with_for_update()
-)
-_RECORD_STEP = (
-    update(_FLOWS).where(_FLOWS.c.id == bindparam("flow_id"))
-    .values(steps=bindparam("steps"), progress_at=bindparam("now"))
-)
-_RECORD_FINAL_STEP = _RECORD_STEP.values(state=FlowState.SUCCEEDED.value, finished_at=bindparam("now"))
-_PG_LOCK_FLOW = (
-    "SELECT state, steps, volume_id, project_id, user_id, request, caller FROM flow_runs WHERE id = %(flow_id)s "
-    "FOR UPDATE"
-)
-_PG_RECORD_STEP = "UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s WHERE id = %(flow_id)s"
-_PG_RECORD_FINAL_STEP = (
-    f"UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s, state = '{FlowState.SUCCEEDED.value}', "
-    "finished_at = %(now)s WHERE id = %(flow_id)s"
-)
-
-
 def _lock_flow(conn: Connection, flow_id: str) -> tuple[str, dict, CreateContext]:
-    """Lock the flow row; return its state, its step records (as of the latest commit, after the
-    lock) and the context rebuilt from them."""
-    params = {"flow_id": flow_id}
-    if conn.dialect.name == "postgresql":
-        with conn.connection.driver_connection.cursor() as cur:
-            row = cur.execute(_PG_LOCK_FLOW, params).fetchone()
-    else:
-        row = conn.execute(_LOCK_FLOW, params).first()
+    """Lock the flow row; return its state, its step records and the context rebuilt from them."""
+    row = step_tx.lock_flow(conn, flow_id)
     if row is None:
         raise errors.FlowNotFound(flow_id=flow_id)
     state, steps, volume_id, project_id, user_id, request, caller = row
     steps = steps or {}
     return state, steps, CreateContext.from_log(flow_id, volume_id, project_id, user_id, request, caller, steps)
-
-
-def _record_step(conn: Connection, flow_id: str, steps: dict, final: bool) -> None:
-    params = {"flow_id": flow_id, "steps": steps, "now": utcnow()}
-    if conn.dialect.name == "postgresql":
-        params["steps"] = Json(steps)
-        with conn.connection.driver_connection.cursor() as cur:
-            cur.execute(_PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP, params)
-    else:
-        conn.execute(_RECORD_FINAL_STEP if final else _RECORD_STEP, params)
-
-
-_local = threading.local()
-
-
-def step_connection(engine: Engine) -> Connection:
-    """This thread's Connection for running steps, kept open between steps (checking a connection
-    out of the pool for every step cost about as much as one of its statements).
-
-    A forked pool child drops what it inherited without touching it (the socket is its parent's);
-    a connection SQLAlchemy invalidated (the server went away) is replaced.
-    """
-    cache = getattr(_local, "connections", None)
-    if cache is None or _local.pid != os.getpid():
-        cache = _local.connections = {}
-        _local.pid = os.getpid()
-    conn = cache.get(engine)
-    if conn is None or conn.closed or conn.invalidated:
-        conn = cache[engine] = engine.connect()
-    return conn
-
-
-def forget_step_connections() -> None:
-    """Close this thread's step connections (tests and shutdown; a fork needs nothing)."""
-    cache = getattr(_local, "connections", None)
-    if cache is not None and _local.pid == os.getpid():
-        for conn in cache.values():
-            conn.close()
-    _local.connections = None
 
 
 def run_step(
@@ -169,8 +95,8 @@ def run_step(
     The step's inputs come from the locked flow row, never from the message that triggered it.
     Returns the flow's context with this step's result folded in.
     """
-    conn = step_connection(factory.kw["bind"])
-    with conn.begin():
+    conn = step_tx.step_connection(factory.kw["bind"])
+    with conn.begin():  # commits a replay; rolls back on any error (step_tx)
         state, steps, ctx = _lock_flow(conn, flow_id)
         if step.name in steps:
             log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
@@ -186,7 +112,7 @@ def run_step(
         inject(env, ctx, step.name, "before_commit")
         steps = {**steps, step.name: {"state": StepState.DONE.value, "result": provided,
                                       "done_at": utcnow().isoformat(), "reverted_at": None}}
-        _record_step(conn, flow_id, steps, final)
+        step_tx.record_and_commit(conn, flow_id, steps, final)
     out = ctx.merge(provided)
     inject(env, ctx, step.name, "after_commit")
     return out

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import dispose_all, session_factory
 from tasks.quota_engine import QuotaConfig
-from tasks.runner import CastMessage, StepEnv, forget_step_connections
+from tasks.runner import CastMessage, StepEnv
+from tasks.step_tx import forget_step_connections
 from workers.settings import Settings, get_settings
 
 

@@ -1,0 +1,69 @@
+"""The step transaction on PostgreSQL: BEGIN travels with the flow lock and COMMIT with the record,
+so every way out of a step (success, replay, error) must leave the connection idle."""
+
+import dataclasses
+
+import pytest
+
+from models.flow_log import FlowRun
+from models.volume import Volume
+from tasks import errors, step_tx
+from tasks.flow import STEPS
+from tasks.runner import run_step
+from tests import factories
+from workers.runtime import get_runtime
+
+IDLE = 0  # psycopg TransactionStatus.IDLE
+
+
+def _status(db) -> int:
+    conn = step_tx.step_connection(db.kw["bind"])
+    assert conn.dialect.name == "postgresql"
+    return conn.connection.driver_connection.info.transaction_status
+
+
+def test_a_step_commits_its_effect_with_its_record_and_leaves_the_connection_idle(db, project, check_invariant):
+    env = get_runtime().env
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    for step in STEPS[:3]:
+        run_step(db, step, ctx.flow_id, env)
+        assert _status(db) == IDLE
+    with db() as s:
+        assert sorted(s.get(FlowRun, ctx.flow_id).steps) == sorted(step.name for step in STEPS[:3])
+        assert s.get(Volume, ctx.volume_id).status == "creating"
+    # A replay only reads: its transaction is committed (closed) too.
+    run_step(db, STEPS[2], ctx.flow_id, env)
+    assert _status(db) == IDLE
+    for step in STEPS[3:]:
+        run_step(db, step, ctx.flow_id, env, final=step is STEPS[-1])
+    check_invariant(project)
+
+
+@pytest.mark.parametrize("when", ["before", "before_commit"])
+def test_a_failing_step_rolls_back_its_effect_and_leaves_the_connection_idle(db, project, check_invariant, when):
+    env = dataclasses.replace(get_runtime().env, failure_injection=True)
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1,
+                                        _inject={"step": "entry_create", "when": when})
+    for step in STEPS[:2]:
+        run_step(db, step, ctx.flow_id, env)
+    with pytest.raises(errors.InjectedFailure):
+        run_step(db, STEPS[2], ctx.flow_id, env)
+    assert _status(db) == IDLE
+    with db() as s:
+        assert s.get(Volume, ctx.volume_id) is None  # the insert was rolled back with the step
+        assert "entry_create" not in s.get(FlowRun, ctx.flow_id).steps
+    # The same connection runs the next step normally.
+    env_ok = get_runtime().env
+    with db() as s, s.begin():
+        flow = s.get(FlowRun, ctx.flow_id)
+        flow.request = {k: v for k, v in flow.request.items() if k != "_inject"}
+    run_step(db, STEPS[2], ctx.flow_id, env_ok)
+    assert _status(db) == IDLE
+    with db() as s:
+        assert s.get(Volume, ctx.volume_id).status == "creating"
+
+
+def test_a_missing_flow_is_an_error_and_leaves_the_connection_idle(db):
+    with pytest.raises(errors.FlowNotFound):
+        run_step(db, STEPS[0], "00000000-0000-0000-0000-000000000000", get_runtime().env)
+    assert _status(db) == IDLE
