@@ -96,7 +96,7 @@ def run_step(
     Returns the flow's context with this step's result folded in.
     """
     conn = step_tx.step_connection(factory.kw["bind"])
-    with conn.begin():  # commits a replay; rolls back on any error (step_tx)
+    with step_tx.transaction(conn):
         state, steps, ctx = _lock_flow(conn, flow_id)
         if step.name in steps:
             log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)

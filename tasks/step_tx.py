@@ -4,7 +4,7 @@ that closes it.
 Every step runs the same two statements around its effect: lock the flow row (reading the
 request, the caller and the records of earlier steps) and record its own result. On PostgreSQL
 the lock travels in one round trip with the BEGIN and the record with the COMMIT (two simple
-queries, bound by psycopg on the client), so a step's transaction costs its effect plus two
+queries that EXECUTE statements prepared once per connection), so a step's transaction costs its effect plus two
 round trips instead of four. For that, the step connection runs in autocommit mode and opens
 its transaction itself; `StepTransaction` closes it on every path: COMMIT with the record,
 COMMIT after a read-only replay, ROLLBACK on any error (through SQLAlchemy's `begin()` block,
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
@@ -34,15 +36,19 @@ _RECORD_STEP = (
     .values(steps=bindparam("steps"), progress_at=bindparam("now"))
 )
 _RECORD_FINAL_STEP = _RECORD_STEP.values(state=FlowState.SUCCEEDED.value, finished_at=bindparam("now"))
-_PG_BEGIN_AND_LOCK = (
-    "BEGIN; SELECT state, steps, volume_id, project_id, user_id, request, caller FROM flow_runs "
-    "WHERE id = %(flow_id)s FOR UPDATE"
-)
-_PG_RECORD_AND_COMMIT = "UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s WHERE id = %(flow_id)s; COMMIT"
-_PG_RECORD_FINAL_AND_COMMIT = (
-    f"UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s, state = '{FlowState.SUCCEEDED.value}', "
-    "finished_at = %(now)s WHERE id = %(flow_id)s; COMMIT"
-)
+# Prepared once per database connection, so the server plans them once; executed by name.
+_PG_STATEMENTS = {
+    "volchain_lock_flow": "(varchar) AS SELECT state, steps, volume_id, project_id, user_id, request, caller "
+                          "FROM flow_runs WHERE id = $1 FOR UPDATE",
+    "volchain_record_step": "(json, timestamp, varchar) AS UPDATE flow_runs SET steps = $1, progress_at = $2 "
+                            "WHERE id = $3",
+    "volchain_record_final_step": "(json, timestamp, varchar) AS UPDATE flow_runs SET steps = $1, progress_at = $2, "
+                                  f"state = '{FlowState.SUCCEEDED.value}', finished_at = $2 WHERE id = $3",
+}
+_PG_PREPARED_KEY = "volchain_step_statements"
+_PG_BEGIN_AND_LOCK = "BEGIN; EXECUTE volchain_lock_flow(%(flow_id)s)"
+_PG_RECORD_AND_COMMIT = "EXECUTE volchain_record_step(%(steps)s, %(now)s, %(flow_id)s); COMMIT"
+_PG_RECORD_FINAL_AND_COMMIT = "EXECUTE volchain_record_final_step(%(steps)s, %(now)s, %(flow_id)s); COMMIT"
 
 _local = threading.local()
 
@@ -77,6 +83,24 @@ def forget_step_connections() -> None:
     _local.connections = None
 
 
+@contextmanager
+def transaction(conn: Connection) -> Iterator[None]:
+    """The step's transaction block: commits a replay, rolls back on any error.
+
+    psycopg may answer a ROLLBACK with DEALLOCATE ALL (when it prepared statements of its own on
+    the connection), which drops ours too; so after an error the next step checks them again.
+    """
+    try:
+        with conn.begin():
+            yield
+    except BaseException:
+        try:
+            conn.info.pop(_PG_PREPARED_KEY, None)
+        except Exception:  # an invalidated connection: replaced, and prepared afresh, next time
+            pass
+        raise
+
+
 def lock_flow(conn: Connection, flow_id: str) -> tuple | None:
     """Open the step's transaction and lock the flow row; return
     (state, steps, volume_id, project_id, user_id, request, caller), or None if there is no such flow.
@@ -89,9 +113,21 @@ def lock_flow(conn: Connection, flow_id: str) -> tuple | None:
     from psycopg import ClientCursor
 
     with ClientCursor(conn.connection.driver_connection) as cur:
+        if not conn.info.get(_PG_PREPARED_KEY):  # info: per database connection
+            _prepare(cur)
+            conn.info[_PG_PREPARED_KEY] = True
         cur.execute(_PG_BEGIN_AND_LOCK, params)
         cur.nextset()
         return cur.fetchone()
+
+
+def _prepare(cur) -> None:
+    """PREPARE whichever of our statements this database session does not have (yet, or any more)."""
+    cur.execute("SELECT name FROM pg_prepared_statements WHERE name = ANY(%s)", (list(_PG_STATEMENTS),))
+    have = {name for (name,) in cur.fetchall()}
+    missing = [f"PREPARE {name}{body}" for name, body in _PG_STATEMENTS.items() if name not in have]
+    if missing:
+        cur.execute("; ".join(missing))
 
 
 def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool) -> None:
