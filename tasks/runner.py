@@ -96,7 +96,7 @@ def run_step(
     Returns the flow's context with this step's result folded in.
     """
     conn = step_tx.step_connection(factory.kw["bind"])
-    with step_tx.transaction(conn):
+    with conn.begin():
         state, steps, ctx = _lock_flow(conn, flow_id)
         if step.name in steps:
             log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
@@ -112,7 +112,7 @@ def run_step(
         inject(env, ctx, step.name, "before_commit")
         steps = {**steps, step.name: {"state": StepState.DONE.value, "result": provided,
                                       "done_at": utcnow().isoformat(), "reverted_at": None}}
-        step_tx.record_and_commit(conn, flow_id, steps, final)
+        step_tx.record_step(conn, flow_id, steps, final)
     out = ctx.merge(provided)
     inject(env, ctx, step.name, "after_commit")
     return out

@@ -1,5 +1,5 @@
-"""The step transaction on PostgreSQL: BEGIN travels with the flow lock and COMMIT with the record,
-so every way out of a step (success, replay, error) must leave the connection idle."""
+"""The step transaction on PostgreSQL runs on a connection kept between steps, so every way out of
+a step (success, replay, error) must leave that connection idle, its effect committed or undone."""
 
 import dataclasses
 
@@ -31,7 +31,7 @@ def test_a_step_commits_its_effect_with_its_record_and_leaves_the_connection_idl
     with db() as s:
         assert sorted(s.get(FlowRun, ctx.flow_id).steps) == sorted(step.name for step in STEPS[:3])
         assert s.get(Volume, ctx.volume_id).status == "creating"
-    # A replay only reads: its transaction is committed (closed) too.
+    # A replay only reads: its transaction is closed too.
     run_step(db, STEPS[2], ctx.flow_id, env)
     assert _status(db) == IDLE
     for step in STEPS[3:]:
