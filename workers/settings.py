@@ -30,7 +30,8 @@ class Settings(BaseSettings):
         description="Celery broker URL. Production: redis://host:6379/0. "
         "memory://localhost/ works only with an in-process worker (the embedded demo).",
     )
-    db_pool_size: int = Field(5, description="Connections kept per process in the SQLAlchemy pool.")
+    db_pool_size: int = Field(5, description="Connections kept per process in the SQLAlchemy pool (a worker "
+                              "thread keeps one for its steps; `volchain worker -P threads` raises it to -c).")
 
     # Cinder options that shape the create flow (same names, same defaults).
     storage_availability_zone: str = Field("nova", description="Zone of this storage deployment.")
