@@ -19,6 +19,7 @@ from workers.runtime import get_runtime
 log = logging.getLogger(__name__)
 
 _HEADER_KEY = HEADER.lower().encode()
+_OURS = frozenset({b"x-openstack-request-id", b"x-compute-request-id", _HEADER_KEY, b"vary"})  # ours replace any
 
 
 class OpenStackHeaders:
@@ -51,7 +52,8 @@ class OpenStackHeaders:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in _OURS]
+                message = {**message, "headers": [*kept, *extra]}
             await send(message)
 
         try:
@@ -64,6 +66,7 @@ class OpenStackHeaders:
 
     @staticmethod
     async def _reply(response, echoed: str, request_id: bytes, scope, receive, send) -> None:
+        response.raw_headers[:] = [(k, v) for k, v in response.raw_headers if k not in _OURS]
         response.raw_headers.extend(_extra_headers(request_id, echoed))
         await response(scope, receive, send)
 

@@ -57,10 +57,6 @@ def run(args: argparse.Namespace) -> int:
             "set VOLCHAIN_BROKER_URL (e.g. redis://127.0.0.1:6379/0), or try `volchain demo`"
         )
     argv = celery_argv(args, settings.step_queue, settings.compensate_queue, settings.task_events)
-    if args.pool == "threads":  # each thread keeps its own step connection (tasks/step_tx.py)
-        threads = args.concurrency or os.cpu_count() or 1
-        if threads > settings.db_pool_size:
-            os.environ["VOLCHAIN_DB_POOL_SIZE"] = str(threads)
     sys.stdout.flush()
     os.execv(argv[0], argv)
     return 0  # not reached

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 _factories: dict[str, sessionmaker[Session]] = {}
+POOL_RECYCLE_SECONDS = 1800  # a connection older than this is replaced (pooled or kept by a step thread)
 _lock = threading.Lock()
 
 
@@ -30,7 +31,9 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         return engine
     # No pre-ping: it costs a round trip per checkout. A dropped connection raises OperationalError,
     # which the pool invalidates and the step retries (workers/steps.py); recycle stale ones anyway.
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
+    # Step threads keep a connection between steps (tasks/step_tx.py): it is never checked back in,
+    # so it is never pre-pinged either way, and step_tx replaces it after the same recycle age.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=POOL_RECYCLE_SECONDS)
 
 
 def session_factory(url: str, pool_size: int = 5) -> sessionmaker[Session]:

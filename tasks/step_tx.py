@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy.exc import DBAPIError
 
 from models import utcnow
+from models.db import POOL_RECYCLE_SECONDS
 from models.flow_log import FlowRun, FlowState
 
 _FLOWS = FlowRun.__table__
@@ -51,17 +54,24 @@ def step_connection(engine: Engine) -> Connection:
     """This thread's Connection for running steps, kept open between steps (checking a connection
     out of the pool for every step cost about as much as one of its statements).
 
-    A forked pool child drops what it inherited without touching it (the socket is its parent's);
-    a connection SQLAlchemy invalidated (the server went away) is replaced. A threads-pool worker
-    holds one per thread: `VOLCHAIN_DB_POOL_SIZE` (plus its overflow) must cover its concurrency.
+    It is replaced when SQLAlchemy invalidated it (the server went away) and, as the pool would
+    recycle it, once it is older than POOL_RECYCLE_SECONDS. A forked pool child forgets what
+    it inherited (idle, so dropping it sends nothing on the parent's socket). A threads-pool worker
+    holds one per thread (workers/runtime.py sizes the pool for that).
     """
     cache = getattr(_local, "connections", None)
     if cache is None or _local.pid != os.getpid():
         cache = _local.connections = {}
         _local.pid = os.getpid()
-    conn = cache.get(engine)
-    if conn is None or conn.closed or conn.invalidated:
-        conn = cache[engine] = engine.connect()
+    now = time.monotonic()
+    held = cache.get(engine)
+    if held is not None:
+        conn, opened = held
+        if not (conn.closed or conn.invalidated or now - opened > POOL_RECYCLE_SECONDS):
+            return conn
+        conn.close()
+    conn = engine.connect()
+    cache[engine] = (conn, now)
     return conn
 
 
@@ -69,9 +79,27 @@ def forget_step_connections() -> None:
     """Close this thread's step connections (tests and shutdown; a fork needs nothing)."""
     cache = getattr(_local, "connections", None)
     if cache is not None and _local.pid == os.getpid():
-        for conn in cache.values():
+        for conn, _opened in cache.values():
             conn.close()
     _local.connections = None
+
+
+def _driver_execute(conn: Connection, sql: str, params: dict, fetch: bool) -> tuple | None:
+    """Execute on the psycopg connection under `conn`, with SQLAlchemy's error contract: a driver
+    error comes out as SQLAlchemy's (OperationalError for deadlocks, timeouts, lost servers, which
+    the step tasks retry), and a broken connection is invalidated so the next step gets another."""
+    import psycopg
+
+    driver = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone() if fetch else None
+    except psycopg.Error as exc:
+        broken = driver.broken or driver.closed
+        if broken:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error, connection_invalidated=broken) from exc
 
 
 def lock_flow(conn: Connection, flow_id: str) -> tuple | None:
@@ -80,8 +108,7 @@ def lock_flow(conn: Connection, flow_id: str) -> tuple | None:
     params = {"flow_id": flow_id}
     if conn.dialect.name != "postgresql":
         return conn.execute(_LOCK_FLOW, params).first()
-    with conn.connection.driver_connection.cursor() as cur:
-        return cur.execute(_PG_LOCK_FLOW, params).fetchone()
+    return _driver_execute(conn, _PG_LOCK_FLOW, params, fetch=True)
 
 
 def record_step(conn: Connection, flow_id: str, steps: dict, final: bool) -> None:
@@ -93,5 +120,4 @@ def record_step(conn: Connection, flow_id: str, steps: dict, final: bool) -> Non
     from psycopg.types.json import Json
 
     params["steps"] = Json(steps)
-    with conn.connection.driver_connection.cursor() as cur:
-        cur.execute(_PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP, params)
+    _driver_execute(conn, _PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP, params, fetch=False)

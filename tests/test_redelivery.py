@@ -177,3 +177,15 @@ def test_a_failing_flow_delivered_twice_is_compensated_once(
         ]
     assert factories.casts_for(redis_client, "scheduler", ctx.volume_id) == []
     check_invariant(project)
+
+
+def test_a_step_message_queued_by_the_previous_release_still_runs(workers, db, redis_client, project, check_invariant):
+    """Before messages carried only the flow id, a step's argument was the whole context (a dict)."""
+    ctx = factories.start_flow_directly(db, factories.member(project), size=SIZE)
+    flow = build_create_chain(ctx.flow_id, ctx.volume_id)
+    flow.tasks[0].args = ({"flow_id": ctx.flow_id, "volume_id": ctx.volume_id, "project_id": project,
+                           "request": {"size": SIZE}},)
+    flow.apply_async()
+    assert _next_announcement(redis_client, ctx.flow_id) == b"succeeded"
+    _assert_one_created_volume(db, redis_client, project, ctx)
+    check_invariant(project)

@@ -67,3 +67,28 @@ def test_a_missing_flow_is_an_error_and_leaves_the_connection_idle(db):
     with pytest.raises(errors.FlowNotFound):
         run_step(db, STEPS[0], "00000000-0000-0000-0000-000000000000", get_runtime().env)
     assert _status(db) == IDLE
+
+
+def test_a_driver_error_comes_out_as_sqlalchemys_so_the_step_is_retried(db, project):
+    """The flow-row statements go straight to psycopg; a lock timeout must still surface as the
+    OperationalError the step tasks retry (workers/steps.py TRANSIENT), leaving the connection usable."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    env = get_runtime().env
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    conn = step_tx.step_connection(db.kw["bind"])
+    conn.exec_driver_sql("SET lock_timeout = '100ms'")
+    conn.commit()
+    try:
+        with db() as holder, holder.begin():
+            holder.execute(text("SELECT 1 FROM flow_runs WHERE id = :id FOR UPDATE"), {"id": ctx.flow_id})
+            with pytest.raises(OperationalError):
+                run_step(db, STEPS[0], ctx.flow_id, env)
+        assert _status(db) == IDLE and not conn.invalidated
+        run_step(db, STEPS[0], ctx.flow_id, env)  # the lock is free again: the retry succeeds
+    finally:
+        conn.exec_driver_sql("RESET lock_timeout")
+        conn.commit()
+    with db() as s:
+        assert "extract_volume_request" in s.get(FlowRun, ctx.flow_id).steps

@@ -4,8 +4,9 @@ With a Redis broker the worker pushes the end state onto a short-lived list and 
 blocks on it (BLPOP), so a notification is never missed the way a pub/sub message can be.
 An API process serving many waiters at once subscribes once to a pub/sub channel instead
 (api/waiter.py). With the in-process broker a condition variable does the same. Either way the flow log is
-the truth: a waiter always reads the outcome from the database, and falls back to reading
-it there when no notification arrives in time.
+the truth: a waiter reads the outcome from the database (the API's waiter skips that read only
+for an announced success, which workers announce after its final commit), and falls back to
+reading it there when no notification arrives in time.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import dispose_all, session_factory
@@ -70,6 +70,18 @@ def publish_cast(message: CastMessage) -> None:
     )
 
 
+_threads = 0  # step threads of a threads-pool worker: each keeps a connection (tasks/step_tx.py)
+
+
+@worker_init.connect
+def _size_pool_for_threads(sender=None, **_kwargs) -> None:
+    """A threads-pool worker (`-P threads -c N`) gets a pool of at least N connections."""
+    global _threads
+    pool = getattr(sender, "pool_cls", None)
+    if pool is not None and "thread" in getattr(pool, "__module__", str(pool)):
+        _threads = int(getattr(sender, "concurrency", 0) or 0)
+
+
 def get_runtime() -> Runtime:
     global _runtime
     if _runtime is None:
@@ -78,7 +90,7 @@ def get_runtime() -> Runtime:
                 settings = get_settings()
                 _runtime = Runtime(
                     settings=settings,
-                    factory=session_factory(settings.database_url, settings.db_pool_size),
+                    factory=session_factory(settings.database_url, max(settings.db_pool_size, _threads)),
                     env=step_env(settings, publish_cast),
                 )
     return _runtime

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
         "memory://localhost/ works only with an in-process worker (the embedded demo).",
     )
     db_pool_size: int = Field(5, description="Connections kept per process in the SQLAlchemy pool (a worker "
-                              "thread keeps one for its steps; `volchain worker -P threads` raises it to -c).")
+                              "thread keeps one for its steps; a threads-pool worker raises it to its -c).")
 
     # Cinder options that shape the create flow (same names, same defaults).
     storage_availability_zone: str = Field("nova", description="Zone of this storage deployment.")

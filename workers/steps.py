@@ -36,6 +36,8 @@ def _make_step_task(step):
     @app.task(name=f"volchain.create.{step.name}", bind=True, acks_late=True,
               throws=errors.EXPECTED_ERRORS, max_retries=STEP_MAX_RETRIES)
     def step_task(self, flow_id: str) -> str:
+        if isinstance(flow_id, dict):  # a message queued by a release that passed the whole context
+            flow_id = flow_id["flow_id"]
         rt = get_runtime()
         try:
             run_step(rt.factory, step, flow_id, rt.env, final=final)

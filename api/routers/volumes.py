@@ -110,7 +110,8 @@ async def create_volume(request: Request, s: Scope = Depends(scope)):
                                                   volume_id=sub.volume_id, just_submitted=not sub.replayed)
     if outcome.finished and not outcome.succeeded:
         return error_response(outcome.error or {"code": 500})
-    view = await run_in_threadpool(_created_view, rt, s, sub.flow_id, sub.volume_id, bool(req.get("metadata")))
+    view = await run_in_threadpool(_created_view, rt, s, sub.flow_id, sub.volume_id,
+                                   sub.replayed or bool(req.get("metadata")))
     return JSONResponse({"volume": view}, status_code=202)
 
 
