@@ -69,13 +69,13 @@ def submit_create_volume(
     rt = get_runtime()
     flow_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
     try:
-        with rt.factory() as session, session.begin():
+        with rt.factory.kw["bind"].begin() as conn:  # a plain connection: no ORM work here
             if idempotency_key is not None:
-                earlier = _find_by_key(session, context.project_id, idempotency_key)
+                earlier = _find_by_key(conn, context.project_id, idempotency_key)
                 if earlier is not None:
                     return earlier
             now = utcnow()
-            session.connection().execute(_INSERT_FLOW, {
+            conn.execute(_INSERT_FLOW, {
                 "id": flow_id, "kind": "create_volume", "volume_id": volume_id, "project_id": context.project_id,
                 "user_id": context.user_id, "idempotency_key": idempotency_key, "state": FlowState.RUNNING.value,
                 "request": request, "steps": {}, "compensation_attempts": 0,
@@ -83,8 +83,8 @@ def submit_create_volume(
                 "root_task_id": flow_id, "created_at": now, "progress_at": now,
             })
     except IntegrityError:
-        with rt.factory() as session:
-            earlier = _find_by_key(session, context.project_id, idempotency_key)
+        with rt.factory.kw["bind"].connect() as conn:
+            earlier = _find_by_key(conn, context.project_id, idempotency_key)
         if earlier is None:
             raise
         return earlier
@@ -100,8 +100,8 @@ def submit_create_volume(
     return Submission(flow_id, volume_id)
 
 
-def _find_by_key(session, project_id: str, key: str) -> Submission | None:
-    row = session.execute(
+def _find_by_key(conn, project_id: str, key: str) -> Submission | None:
+    row = conn.execute(
         select(FlowRun.id, FlowRun.volume_id).where(FlowRun.project_id == project_id, FlowRun.idempotency_key == key)
     ).first()
     return Submission(row.id, row.volume_id, replayed=True) if row else None
