@@ -36,6 +36,11 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=POOL_RECYCLE_SECONDS)
 
 
+def engine_of(factory: sessionmaker[Session]) -> Engine:
+    """The engine (and so the connection pool) a session factory is bound to."""
+    return factory.kw["bind"]
+
+
 def session_factory(url: str, pool_size: int = 5) -> sessionmaker[Session]:
     """One sessionmaker per URL per process (its engine holds the connection pool)."""
     factory = _factories.get(url)
@@ -56,5 +61,5 @@ def dispose_all(close: bool = True) -> None:
     """
     with _lock:
         for factory in _factories.values():
-            factory.kw["bind"].dispose(close=close)
+            engine_of(factory).dispose(close=close)
         _factories.clear()

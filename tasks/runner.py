@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
+from models.db import engine_of
 from models.flow_log import FlowRun, FlowState, StepState, TERMINAL_STATES
 from tasks import errors, step_tx
 from tasks.context import CreateContext
@@ -95,7 +96,7 @@ def run_step(
     The step's inputs come from the locked flow row, never from the message that triggered it.
     Returns the flow's context with this step's result folded in.
     """
-    conn = step_tx.step_connection(factory.kw["bind"])
+    conn = step_tx.step_connection(engine_of(factory))
     with conn.begin():
         state, steps, ctx = _lock_flow(conn, flow_id)
         if step.name in steps:

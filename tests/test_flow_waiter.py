@@ -1,6 +1,7 @@
 """The API's flow waiter: one pub/sub subscription, announcements remembered, the log as fallback."""
 
 import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -22,20 +23,27 @@ def _run(coro):
     return asyncio.run(coro)
 
 
+@contextlib.asynccontextmanager
+async def _running(**kwargs):
+    """A started waiter that may not read the flow log (tests patch `read_outcome` where it should)."""
+    waiter = FlowWaiter(_NoReads(), REDIS_URL, **kwargs)
+    await waiter.start()
+    try:
+        yield waiter
+    finally:
+        await waiter.stop()
+
+
 def test_an_announced_success_answers_without_reading_the_log():
     flow_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
 
     async def scenario():
-        waiter = FlowWaiter(_NoReads(), REDIS_URL)
-        await waiter.start()
-        try:
+        async with _running() as waiter:
             pending = asyncio.create_task(waiter.wait(flow_id, 5, volume_id=volume_id, just_submitted=True))
             await asyncio.sleep(0.05)
             assert not pending.done()
             outcome.notify(REDIS_URL, flow_id, "succeeded")
             return await asyncio.wait_for(pending, 2)
-        finally:
-            await waiter.stop()
 
     result = _run(scenario())
     assert (result.flow_id, result.volume_id, result.state, result.error) == (flow_id, volume_id, "succeeded", None)
@@ -45,9 +53,7 @@ def test_an_announcement_heard_before_the_wait_began_is_not_lost():
     flow_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
 
     async def scenario():
-        waiter = FlowWaiter(_NoReads(), REDIS_URL)
-        await waiter.start()
-        try:
+        async with _running() as waiter:
             outcome.notify(REDIS_URL, flow_id, "succeeded")
             for _ in range(100):  # until the subscription has delivered it
                 if flow_id in waiter._recent:
@@ -56,8 +62,6 @@ def test_an_announcement_heard_before_the_wait_began_is_not_lost():
             started = asyncio.get_running_loop().time()
             result = await waiter.wait(flow_id, 5, volume_id=volume_id, just_submitted=True)
             return result, asyncio.get_running_loop().time() - started
-        finally:
-            await waiter.stop()
 
     result, took = _run(scenario())
     assert result.state == "succeeded"
@@ -71,15 +75,11 @@ def test_a_failure_announcement_is_read_from_the_log(monkeypatch):
     monkeypatch.setattr(outcome, "read_outcome", lambda factory, fid: reads.append(fid) or failed)
 
     async def scenario():
-        waiter = FlowWaiter(_NoReads(), REDIS_URL)
-        await waiter.start()
-        try:
+        async with _running() as waiter:
             pending = asyncio.create_task(waiter.wait(flow_id, 5, volume_id="v", just_submitted=True))
             await asyncio.sleep(0.05)
             outcome.notify(REDIS_URL, flow_id, "reverted")
             return await asyncio.wait_for(pending, 2)
-        finally:
-            await waiter.stop()
 
     assert _run(scenario()) == failed
     assert reads == [flow_id]
@@ -101,14 +101,10 @@ def test_without_an_announcement_the_log_is_read_after_the_fallback(monkeypatch,
     monkeypatch.setattr(outcome, "read_outcome", lambda factory, fid: reads.append(fid) or done)
 
     async def scenario():
-        waiter = FlowWaiter(_NoReads(), REDIS_URL, fallback_seconds=0.2)
-        await waiter.start()
-        try:
+        async with _running(fallback_seconds=0.2) as waiter:
             started = asyncio.get_running_loop().time()
             result = await waiter.wait(flow_id, 5, volume_id="v", just_submitted=not replayed)
             return result, asyncio.get_running_loop().time() - started
-        finally:
-            await waiter.stop()
 
     result, took = _run(scenario())
     assert result == done

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from models import utcnow
-from models.db import session_factory
+from models.db import engine_of, session_factory
 from models.migrate import upgrade
 from models.quota import QuotaClass, QuotaUsage, Reservation
 from models.snapshot import Snapshot
@@ -97,7 +97,7 @@ def sqlite_db(tmp_path_factory):
     upgrade(url)
     factory = session_factory(url)
     yield factory
-    factory.kw["bind"].dispose()
+    engine_of(factory).dispose()
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+from models.db import engine_of
 from models.flow_log import FlowRun
 from models.volume import Volume
 from tasks import errors, step_tx
@@ -17,7 +18,7 @@ IDLE = 0  # psycopg TransactionStatus.IDLE
 
 
 def _status(db) -> int:
-    conn = step_tx.step_connection(db.kw["bind"])
+    conn = step_tx.step_connection(engine_of(db))
     assert conn.dialect.name == "postgresql"
     return conn.connection.driver_connection.info.transaction_status
 
@@ -77,7 +78,7 @@ def test_a_driver_error_comes_out_as_sqlalchemys_so_the_step_is_retried(db, proj
 
     env = get_runtime().env
     ctx = factories.start_flow_directly(db, factories.member(project), size=1)
-    conn = step_tx.step_connection(db.kw["bind"])
+    conn = step_tx.step_connection(engine_of(db))
     conn.exec_driver_sql("SET lock_timeout = '100ms'")
     conn.commit()
     try:

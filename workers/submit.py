@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from models import utcnow
+from models.db import engine_of
 from models.flow_log import FlowRun, FlowState
 from tasks import errors
 from tasks.context import RequestContext
@@ -69,7 +70,7 @@ def submit_create_volume(
     rt = get_runtime()
     flow_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
     try:
-        with rt.factory.kw["bind"].begin() as conn:  # a plain connection: no ORM work here
+        with engine_of(rt.factory).begin() as conn:  # a plain connection: no ORM work here
             if idempotency_key is not None:
                 earlier = _find_by_key(conn, context.project_id, idempotency_key)
                 if earlier is not None:
@@ -83,7 +84,7 @@ def submit_create_volume(
                 "root_task_id": flow_id, "created_at": now, "progress_at": now,
             })
     except IntegrityError:
-        with rt.factory.kw["bind"].connect() as conn:
+        with engine_of(rt.factory).connect() as conn:
             earlier = _find_by_key(conn, context.project_id, idempotency_key)
         if earlier is None:
             raise

@@ -12,6 +12,7 @@ import threading
 
 from sqlalchemy import text
 
+from models.db import engine_of
 from tasks.flow import STEPS
 from tasks.sweeper import SweepReport, sweep
 from workers import outcome
@@ -25,7 +26,7 @@ LEADER_LOCK_ID = 0x766F6C63  # "volc"
 def sweep_once() -> SweepReport | None:
     """Sweep if this process can take the leader lock; None when another sweeper holds it."""
     rt = get_runtime()
-    engine = rt.factory.kw["bind"]
+    engine = engine_of(rt.factory)
     if engine.dialect.name != "postgresql":
         return _sweep(rt)
     with engine.connect() as conn:

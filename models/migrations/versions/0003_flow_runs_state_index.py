@@ -3,8 +3,8 @@
 Every step rewrites its flow row's `steps` and `progress_at`. With `progress_at` in an index,
 each of those updates also wrote every index of the table; now only the last step (which
 changes `state`) must, and the others are HOT updates when the page has room (measured: about
-70% of a create's flow-row updates, against none before). The sweeper finds stuck flows through the state index (the running and
-compensating flows are few) and filters them by `progress_at`.
+70% of a create's flow-row updates, against none before). The sweeper finds stuck flows through
+the state index (the running and compensating flows are few) and filters them by `progress_at`.
 
 Revision ID: 0003
 Revises: 0002
