@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session
 
 from models import utcnow
 from models.flow_log import FlowRun
 from models.volume import Volume, VolumeMetadata, VolumeStatus
 from tasks.context import CreateContext
-from tasks.runner import StepEnv
+from tasks import errors
+from tasks.runner import StepCall, StepEnv
+from tasks.step_tx import jsonb
 
 name = "entry_create"
 
@@ -28,11 +30,10 @@ _VOLUMES = Volume.__table__.insert()
 _METADATA = VolumeMetadata.__table__.insert()
 
 
-def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+def _row(ctx: CreateContext) -> dict[str, Any]:
     spec = ctx.spec or {}
     zones = spec.get("availability_zones") or []
-    conn = session.connection()
-    conn.execute(_VOLUMES, {
+    return {
         "id": ctx.volume_id,
         "project_id": ctx.project_id,
         "user_id": ctx.user_id,
@@ -53,11 +54,36 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
         "shared_targets": True,
         "deleted": False,
         "created_at": utcnow(),
-    })
-    metadata = spec.get("metadata") or {}
+    }
+
+
+def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+    conn = session.connection()
+    conn.execute(_VOLUMES, _row(ctx))
+    metadata = (ctx.spec or {}).get("metadata") or {}
     if metadata:
         conn.execute(_METADATA, [{"volume_id": ctx.volume_id, "key": k, "value": v} for k, v in metadata.items()])
     return {"created": True}
+
+
+_CALL = (
+    "SELECT volchain_entry_create(%(flow_id)s, %(step)s, %(record)s, %(now)s, %(volume)s, "
+    "%(meta_keys)s::text[], %(meta_values)s::text[])"
+)
+
+
+def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall:
+    """PostgreSQL: the same row and metadata as `run`, as one call (columns not given are NULL,
+    as they are when `run` inserts the row)."""
+    row = _row(ctx)
+    row["created_at"] = row["created_at"].isoformat()
+    metadata = (ctx.spec or {}).get("metadata") or {}
+    return StepCall(_CALL, {"volume": jsonb(row), "meta_keys": list(metadata), "meta_values": list(metadata.values())},
+                    {"created": True})
+
+
+def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:
+    raise errors.VolchainError(f"entry_create: unexpected answer {answer['status']!r} from the database")
 
 
 def error_out(session: Session, volume_id: str, reason: str) -> None:

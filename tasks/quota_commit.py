@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session
 
 from models import utcnow
@@ -21,7 +21,7 @@ from models.flow_log import FlowRun
 from models.volume import Volume
 from tasks import errors, quota_engine
 from tasks.context import CreateContext
-from tasks.runner import StepEnv
+from tasks.runner import StepCall, StepEnv
 
 name = "quota_commit"
 
@@ -36,6 +36,24 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     if committed != len(reservations):
         raise ReservationExpired(volume_id=ctx.volume_id)
     return {"committed": True}
+
+
+_CALL = (
+    "SELECT volchain_quota_commit(%(flow_id)s, %(step)s, %(record)s, %(now)s, %(project_id)s, "
+    "%(resources)s::text[], %(uuids)s::text[])"
+)
+
+
+def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall:
+    """PostgreSQL: the same commit as `run`, as one call."""
+    return StepCall(_CALL, {"project_id": ctx.project_id, "resources": list(ctx.deltas or {}),
+                            "uuids": list(ctx.reservations or [])}, {"committed": True})
+
+
+def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:
+    if answer["status"] == "expired":
+        raise ReservationExpired(volume_id=ctx.volume_id)
+    raise errors.VolchainError(f"quota_commit: unexpected answer {answer['status']!r} from the database")
 
 
 def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:

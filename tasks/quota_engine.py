@@ -259,6 +259,23 @@ def _resolve_expire(expire) -> datetime:
     raise errors.InvalidReservationExpiration(expire=expire)
 
 
+def check_limits(deltas: Mapping[str, int], limits: Mapping[str, int], usages: Mapping[str, Mapping[str, int]]) -> None:
+    """Raise OverQuota naming every resource whose limit the deltas would pass (Cinder's check)."""
+    overs = sorted(
+        name
+        for name, delta in deltas.items()
+        if limits[name] >= 0 and delta >= 0
+        and limits[name] < delta + usages[name]["in_use"] + usages[name]["reserved"]
+    )
+    if overs:
+        raise errors.OverQuota(overs=overs, quotas=dict(limits), usages=dict(usages))
+
+
+def reservation_deadline(config: QuotaConfig) -> datetime:
+    """When a reservation made now expires."""
+    return _resolve_expire(config.reservation_expire)
+
+
 def reserve(
     session: Session,
     project_id: str,
@@ -328,17 +345,7 @@ def reserve(
         if delta > 0 and (usage.in_use + usage.reserved + delta > INT_MAX or usage.reserved + delta > INT_MAX):
             raise errors.QuotaUsageOverflow(resource=name, limit=INT_MAX)
 
-    overs = sorted(
-        name
-        for name, delta in deltas.items()
-        if limits[name] >= 0 and delta >= 0 and limits[name] < delta + usages[name].in_use + usages[name].reserved
-    )
-    if overs:
-        raise errors.OverQuota(
-            overs=overs,
-            quotas=limits,
-            usages={n: {"in_use": u.in_use, "reserved": u.reserved} for n, u in usages.items()},
-        )
+    check_limits(deltas, limits, {n: {"in_use": u.in_use, "reserved": u.reserved} for n, u in usages.items()})
 
     uuids = []
     rows = []

@@ -9,22 +9,28 @@ Redelivery: the reservation uuids commit with this step's record; a repeat deliv
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from models.flow_log import FlowRun
 from tasks import errors, quota_engine
 from tasks.context import CreateContext
-from tasks.runner import StepEnv
+from tasks.runner import StepCall, StepEnv
 
 name = "quota_reserve"
 
 
-def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+def _deltas(ctx: CreateContext) -> tuple[int, dict[str, int]]:
     spec = ctx.spec or {}
     size = int(spec["size"])
-    deltas = quota_engine.per_type_deltas({"volumes": 1, "gigabytes": size}, spec["volume_type_name"])
+    return size, quota_engine.per_type_deltas({"volumes": 1, "gigabytes": size}, spec["volume_type_name"])
+
+
+def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+    size, deltas = _deltas(ctx)
     # One read for every limit this create needs: the per-volume limit and the reservable ones.
     limits = quota_engine.get_limits(session, ctx.project_id, ["per_volume_gigabytes", *deltas], env.quota)
     per_volume = limits.pop("per_volume_gigabytes")
@@ -35,6 +41,48 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     except errors.OverQuota as exc:
         quota_engine.raise_for_over_quota(exc, size)
     return {"reservations": uuids, "deltas": deltas}
+
+
+_CALL = (
+    "SELECT volchain_quota_reserve(%(flow_id)s, %(step)s, %(record)s, %(now)s, %(project_id)s, "
+    "%(resources)s::text[], %(deltas)s::bigint[], %(defaults)s::bigint[], %(uuids)s::text[], %(expire)s, "
+    "%(size)s, %(per_volume_default)s)"
+)
+
+
+def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall | None:
+    """PostgreSQL: the same limit check and reservation as `run`, as one call. Usage refreshes
+    (until_refresh, max_age) and a project's first usage rows stay with the Python engine."""
+    if env.quota.until_refresh or env.quota.max_age:
+        return None
+    size, deltas = _deltas(ctx)
+    names = list(deltas)
+    uuids = [str(uuid.uuid4()) for _ in names]
+    defaults = env.quota.defaults
+    return StepCall(_CALL, {
+        "project_id": ctx.project_id, "resources": names, "deltas": list(deltas.values()),
+        "defaults": [defaults.get(n, -1) for n in names], "uuids": uuids,
+        "expire": quota_engine.reservation_deadline(env.quota), "size": size,
+        "per_volume_default": defaults.get("per_volume_gigabytes", -1),
+    }, {"reservations": uuids, "deltas": deltas})
+
+
+def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:
+    """Cinder's error for a refused reservation; returns for `slow` (nothing was done)."""
+    status = answer["status"]
+    size = call.params["size"]
+    if status == "per_volume":
+        raise errors.VolumeSizeExceedsLimit(size=size, limit=answer["limit"])
+    if status == "overflow":
+        raise errors.QuotaUsageOverflow(resource=answer["resource"], limit=quota_engine.INT_MAX)
+    if status == "over":
+        usages = {n: {"in_use": u["in_use"], "reserved": u["reserved"]} for n, u in answer["usages"].items()}
+        try:
+            quota_engine.check_limits(call.provided["deltas"], answer["limits"], usages)
+        except errors.OverQuota as exc:
+            quota_engine.raise_for_over_quota(exc, size)
+    if status != "slow":
+        raise errors.VolchainError(f"quota_reserve: unexpected answer {status!r} from the database")
 
 
 def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:

@@ -55,6 +55,8 @@ class StepEnv:
     az_cache_seconds: float = 30.0
     scheduler_queue: str = "scheduler"
     failure_injection: bool = False
+    # PostgreSQL: run the steps that have one as a single call of their function (migration 0004).
+    step_functions: bool = True
     publish: Callable[[CastMessage], None] | None = None
 
 
@@ -65,17 +67,43 @@ class Step(Protocol):
 
     def revert(self, session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None: ...
 
+    # Optional, PostgreSQL only (see _run_call):
+    # def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall | None: ...
+    # def on_status(answer: dict, ctx: CreateContext, call: StepCall) -> None: ...
 
-def inject(env: StepEnv, ctx: CreateContext, step: str, when: str) -> None:
-    """Failure injection (test facility): raise where the request's `_inject` says, if enabled."""
+
+@dataclass(frozen=True)
+class StepCall:
+    """A step as one statement: a call to its function (migration 0004), which locks and checks
+    the flow row, applies the effect and records `provided`, atomically.
+
+    `sql` may use %(flow_id)s, %(step)s, %(record)s, %(now)s and %(final)s, which the runner
+    fills in, and the step's own `params`.
+    """
+
+    sql: str
+    params: dict[str, Any]
+    provided: dict[str, Any]
+
+
+class NeedsTransaction(Exception):
+    """Raised by a step's prepare_call when this flow needs the transactional path after all."""
+
+
+def injects(env: StepEnv, ctx: CreateContext, step: str, when: str) -> bool:
+    """Failure injection (test facility): does the request's `_inject` ask for a failure here?"""
     if not env.failure_injection:
-        return
+        return False
     wanted = ctx.request.get("_inject") or []
     if isinstance(wanted, dict):
         wanted = [wanted]
-    for item in wanted:
-        if item.get("step") == step and item.get("when", "before") == when:
-            raise errors.InjectedFailure(step=step, when=when)
+    return any(item.get("step") == step and item.get("when", "before") == when for item in wanted)
+
+
+def inject(env: StepEnv, ctx: CreateContext, step: str, when: str) -> None:
+    """Raise InjectedFailure where the request's `_inject` says, if failure injection is enabled."""
+    if injects(env, ctx, step, when):
+        raise errors.InjectedFailure(step=step, when=when)
 
 
 def _lock_flow(conn: Connection, flow_id: str) -> tuple[str, dict, CreateContext]:
@@ -83,6 +111,10 @@ def _lock_flow(conn: Connection, flow_id: str) -> tuple[str, dict, CreateContext
     row = step_tx.lock_flow(conn, flow_id)
     if row is None:
         raise errors.FlowNotFound(flow_id=flow_id)
+    return _context(flow_id, row)
+
+
+def _context(flow_id: str, row: tuple) -> tuple[str, dict, CreateContext]:
     state, steps, volume_id, project_id, user_id, request, caller = row
     steps = steps or {}
     return state, steps, CreateContext.from_log(flow_id, volume_id, project_id, user_id, request, caller, steps)
@@ -97,6 +129,10 @@ def run_step(
     Returns the flow's context with this step's result folded in.
     """
     conn = step_tx.step_connection(engine_of(factory))
+    if conn.dialect.name == "postgresql" and env.step_functions and hasattr(step, "prepare_call"):
+        out = _run_call(conn, step, flow_id, env, final)
+        if out is not None:
+            return out
     with conn.begin():
         state, steps, ctx = _lock_flow(conn, flow_id)
         if step.name in steps:
@@ -111,12 +147,63 @@ def run_step(
             provided = step.run(session, ctx, env)
             session.flush()
         inject(env, ctx, step.name, "before_commit")
-        steps = {**steps, step.name: {"state": StepState.DONE.value, "result": provided,
-                                      "done_at": utcnow().isoformat(), "reverted_at": None}}
+        steps = {**steps, step.name: _record(provided, utcnow())}
         step_tx.record_step(conn, flow_id, steps, final)
     out = ctx.merge(provided)
     inject(env, ctx, step.name, "after_commit")
     return out
+
+
+def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: bool) -> CreateContext | None:
+    """PostgreSQL: run `step` as one call of its function, in autocommit; None when this flow needs
+    the transactional path instead (the step said so, before or after the call changed nothing).
+
+    The flow row is read without a lock to build the call; the function locks it and checks it
+    again (running, step not recorded), so a concurrent copy of the step or a compensation that
+    got there first make it answer `replayed` or `not_running`, and nothing is done twice.
+    """
+    with step_tx.autocommit(conn):
+        row = step_tx.read_flow(conn, flow_id)
+        if row is None:
+            raise errors.FlowNotFound(flow_id=flow_id)
+        state, steps, ctx = _context(flow_id, row)
+        if step.name in steps:
+            log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
+            return ctx
+        if state != FlowState.RUNNING.value:
+            raise FlowNotRunning(flow_id=flow_id, state=state, step=step.name)
+        inject(env, ctx, step.name, "before")
+        try:
+            call = step.prepare_call(conn, ctx, env)
+        except NeedsTransaction:
+            return None
+        if call is None:
+            return None
+        now = utcnow()
+        params = {**call.params, "flow_id": flow_id, "step": step.name, "now": now, "final": final,
+                  "record": step_tx.jsonb(_record(call.provided, now))}
+        hook = None
+        if injects(env, ctx, step.name, "before_commit"):
+            def hook() -> None:
+                inject(env, ctx, step.name, "before_commit")
+        answer = step_tx.call_step_function(conn, call.sql, params, hook)
+    status = answer["status"]
+    if status == "done":
+        inject(env, ctx, step.name, "after_commit")
+        return ctx.merge(call.provided)
+    if status == "replayed":
+        log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
+        return ctx.merge(answer["record"]["result"])
+    if status == "not_running":
+        raise FlowNotRunning(flow_id=flow_id, state=answer["state"], step=step.name)
+    if status == "missing":
+        raise errors.FlowNotFound(flow_id=flow_id)
+    step.on_status(answer, ctx, call)  # raises the step's own error, or returns: transactional path
+    return None
+
+
+def _record(provided: dict[str, Any], now) -> dict[str, Any]:
+    return {"state": StepState.DONE.value, "result": provided, "done_at": now.isoformat(), "reverted_at": None}
 
 
 def record_failure(factory: sessionmaker[Session], flow_id: str, step: str | None, error: dict) -> bool:

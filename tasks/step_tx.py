@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import DBAPIError
@@ -41,6 +43,7 @@ _PG_LOCK_FLOW = (
     "SELECT state, steps, volume_id, project_id, user_id, request, caller FROM flow_runs WHERE id = %(flow_id)s "
     "FOR UPDATE"
 )
+_PG_READ_FLOW = "SELECT state, steps, volume_id, project_id, user_id, request, caller FROM flow_runs WHERE id = %(flow_id)s"
 _PG_RECORD_STEP = "UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s WHERE id = %(flow_id)s"
 _PG_RECORD_FINAL_STEP = (
     f"UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s, state = '{FlowState.SUCCEEDED.value}', "
@@ -121,3 +124,57 @@ def record_step(conn: Connection, flow_id: str, steps: dict, final: bool) -> Non
 
     params["steps"] = Json(steps)
     _driver_execute(conn, _PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP, params, fetch=False)
+
+
+def jsonb(value: Any) -> Any:
+    """A parameter sent as jsonb (PostgreSQL)."""
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)
+
+
+def read_flow(conn: Connection, flow_id: str) -> tuple | None:
+    """PostgreSQL, autocommit: the flow row as `lock_flow` returns it, without a lock. What a step
+    reads here only builds its call; the call itself locks the row and checks it again."""
+    return _driver_execute(conn, _PG_READ_FLOW, {"flow_id": flow_id}, fetch=True)
+
+
+@contextmanager
+def autocommit(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: run the block with the step connection in autocommit (each statement its own
+    transaction, no BEGIN/COMMIT round trips); the transactional path gets it back as it was."""
+    driver = conn.connection.driver_connection
+    driver.autocommit = True
+    try:
+        yield
+    finally:
+        if not driver.closed:
+            driver.autocommit = False
+
+
+def call_step_function(
+    conn: Connection, sql: str, params: dict, before_commit: Callable[[], None] | None = None
+) -> dict:
+    """Run one step function (migration 0004) and return its JSON answer.
+
+    In autocommit the call is its own transaction. With `before_commit` (failure injection) the
+    call runs in an explicit transaction, the hook runs before COMMIT, and if it raises, the
+    effect is rolled back.
+    """
+    if before_commit is None:
+        return _driver_execute(conn, sql, params, fetch=True)[0]
+    driver = conn.connection.driver_connection
+    driver.autocommit = False
+    try:
+        answer = _driver_execute(conn, sql, params, fetch=True)[0]
+        if answer.get("status") == "done":
+            before_commit()
+        driver.commit()
+        return answer
+    except BaseException:
+        if not driver.closed:
+            driver.rollback()
+        raise
+    finally:
+        if not driver.closed:
+            driver.autocommit = True
