@@ -21,7 +21,7 @@ from models.volume import Volume, VolumeMetadata, VolumeStatus
 from tasks.context import CreateContext
 from tasks import errors
 from tasks.runner import StepCall, StepEnv
-from tasks.step_tx import jsonb
+from tasks.step_tx import jsonb_param
 
 name = "entry_create"
 
@@ -78,7 +78,7 @@ def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall
     row = _row(ctx)
     row["created_at"] = row["created_at"].isoformat()
     metadata = (ctx.spec or {}).get("metadata") or {}
-    return StepCall(_CALL, {"volume": jsonb(row), "meta_keys": list(metadata), "meta_values": list(metadata.values())},
+    return StepCall(_CALL, {"volume": jsonb_param(row), "meta_keys": list(metadata), "meta_values": list(metadata.values())},
                     {"created": True})
 
 

@@ -18,7 +18,7 @@ import math
 import secrets
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import Connection, delete, exists, select
 from sqlalchemy.orm import Session
 
 from models.flow_log import FlowRun
@@ -30,7 +30,7 @@ from tasks import errors, lookups
 from tasks.context import CreateContext
 from tasks.policy import authorize
 from tasks.quota_engine import INT_MAX
-from tasks.runner import StepEnv
+from tasks.runner import NeedsTransaction, StepCall, StepEnv
 
 name = "extract_volume_request"
 
@@ -141,7 +141,15 @@ def _status_check(resource: str, prop: str, value: str, allowed: tuple[str, ...]
         raise exc(reason=f"Originating {resource} {prop} must be one of '{', '.join(allowed)}' values")
 
 
+def _writes(session: Session) -> None:
+    """The step is about to write (an encryption key): in the one-call path, whose reads run in
+    autocommit, hand the flow to the transactional path so the key commits with the record."""
+    if session.info.get("read_only"):
+        raise NeedsTransaction()
+
+
 def _new_key(session: Session, algorithm: str, length: int | None) -> str:
+    _writes(session)
     key = EncryptionKey(algorithm=algorithm, length=length, secret=secrets.token_hex(max(length or 256, 8) // 8))
     session.add(key)
     session.flush()
@@ -149,6 +157,7 @@ def _new_key(session: Session, algorithm: str, length: int | None) -> str:
 
 
 def _clone_key(session: Session, key_id: str) -> str:
+    _writes(session)
     source = session.get(EncryptionKey, key_id)
     if source is None:
         raise errors.Invalid("Key manager error")
@@ -268,6 +277,21 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
             "scheduler_hints": req.get("scheduler_hints") or None,
         }
     }
+
+
+_CALL = "SELECT volchain_record_step(%(flow_id)s, %(step)s, %(record)s, %(now)s, %(final)s)"
+
+
+def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall:
+    """PostgreSQL: validate with reads in autocommit, then record the spec in one call. A request
+    that needs an encryption key goes the transactional path (NeedsTransaction)."""
+    with Session(bind=conn, info={"read_only": True}) as session:
+        provided = run(session, ctx, env)
+    return StepCall(_CALL, {}, provided)
+
+
+def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:
+    raise errors.VolchainError(f"{name}: unexpected answer {answer['status']!r} from the database")
 
 
 def _extract_size(size: Any, snap: Snapshot | None, source: Volume | None) -> int:

@@ -67,9 +67,11 @@ class Step(Protocol):
 
     def revert(self, session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None: ...
 
-    # Optional, PostgreSQL only (see _run_call):
+    # Optional, PostgreSQL only. A step whose effect is in the database, as one call (_run_call):
     # def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall | None: ...
     # def on_status(answer: dict, ctx: CreateContext, call: StepCall) -> None: ...
+    # A step that acts outside the database under the flow lock (_run_locked):
+    # def act(ctx: CreateContext, env: StepEnv) -> tuple[dict, list[tuple[str, dict]]]: ...
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,13 @@ def run_step(
     Returns the flow's context with this step's result folded in.
     """
     conn = step_tx.step_connection(engine_of(factory))
-    if conn.dialect.name == "postgresql" and env.step_functions and hasattr(step, "prepare_call"):
-        out = _run_call(conn, step, flow_id, env, final)
-        if out is not None:
-            return out
+    if conn.dialect.name == "postgresql" and env.step_functions:
+        if hasattr(step, "prepare_call"):
+            out = _run_call(conn, step, flow_id, env, final)
+            if out is not None:
+                return out
+        elif hasattr(step, "act"):
+            return _run_locked(conn, step, flow_id, env, final)
     with conn.begin():
         state, steps, ctx = _lock_flow(conn, flow_id)
         if step.name in steps:
@@ -181,7 +186,7 @@ def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: b
             return None
         now = utcnow()
         params = {**call.params, "flow_id": flow_id, "step": step.name, "now": now, "final": final,
-                  "record": step_tx.jsonb(_record(call.provided, now))}
+                  "record": step_tx.json_param(_record(call.provided, now))}
         hook = None
         if injects(env, ctx, step.name, "before_commit"):
             def hook() -> None:
@@ -200,6 +205,34 @@ def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: b
         raise errors.FlowNotFound(flow_id=flow_id)
     step.on_status(answer, ctx, call)  # raises the step's own error, or returns: transactional path
     return None
+
+
+def _run_locked(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: bool) -> CreateContext:
+    """PostgreSQL, for a step that acts outside the database while it holds the flow lock
+    (volume_cast publishes): the lock, the step's action, then its statements, its record and
+    COMMIT, straight on the driver (measured: about a sixth cheaper than the Session path).
+    Any failure before the commit rolls back."""
+    row = step_tx.begin_and_lock(conn, flow_id)
+    try:
+        if row is None:
+            raise errors.FlowNotFound(flow_id=flow_id)
+        state, steps, ctx = _context(flow_id, row)
+        if step.name in steps:
+            log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
+            step_tx.rollback(conn)
+            return ctx
+        if state != FlowState.RUNNING.value:
+            raise FlowNotRunning(flow_id=flow_id, state=state, step=step.name)
+        inject(env, ctx, step.name, "before")
+        provided, statements = step.act(ctx, env)
+        inject(env, ctx, step.name, "before_commit")
+    except BaseException:
+        step_tx.rollback(conn)
+        raise
+    step_tx.record_and_commit(conn, flow_id, {**steps, step.name: _record(provided, utcnow())}, final, statements)
+    out = ctx.merge(provided)
+    inject(env, ctx, step.name, "after_commit")
+    return out
 
 
 def _record(provided: dict[str, Any], now) -> dict[str, Any]:

@@ -99,10 +99,18 @@ def _driver_execute(conn: Connection, sql: str, params: dict, fetch: bool) -> tu
             cur.execute(sql, params)
             return cur.fetchone() if fetch else None
     except psycopg.Error as exc:
-        broken = driver.broken or driver.closed
-        if broken:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(sql, params, exc, psycopg.Error, connection_invalidated=broken) from exc
+        raise _wrapped(conn, sql, params, exc) from exc
+
+
+def _wrapped(conn: Connection, sql: str, params: dict, exc: Exception) -> DBAPIError:
+    """A driver error as SQLAlchemy's, the connection invalidated if it broke."""
+    import psycopg
+
+    driver = conn.connection.driver_connection
+    broken = driver.broken or driver.closed
+    if broken:
+        conn.invalidate(exc)
+    return DBAPIError.instance(sql, params, exc, psycopg.Error, connection_invalidated=broken)
 
 
 def lock_flow(conn: Connection, flow_id: str) -> tuple | None:
@@ -126,7 +134,14 @@ def record_step(conn: Connection, flow_id: str, steps: dict, final: bool) -> Non
     _driver_execute(conn, _PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP, params, fetch=False)
 
 
-def jsonb(value: Any) -> Any:
+def json_param(value: Any) -> Any:
+    """A parameter sent as json (PostgreSQL; its keys keep their order)."""
+    from psycopg.types.json import Json
+
+    return Json(value)
+
+
+def jsonb_param(value: Any) -> Any:
     """A parameter sent as jsonb (PostgreSQL)."""
     from psycopg.types.json import Jsonb
 
@@ -178,3 +193,53 @@ def call_step_function(
     finally:
         if not driver.closed:
             driver.autocommit = True
+
+
+
+def begin_and_lock(conn: Connection, flow_id: str) -> tuple | None:
+    """PostgreSQL: begin a transaction and lock the flow row, on the driver alone (no SQLAlchemy
+    transaction, no Session). The transaction stays open for `record_and_commit`, or `rollback`.
+    Returns what `lock_flow` does. (Pipeline mode, to send BEGIN with the lock, measured slower.)"""
+    import psycopg
+
+    driver = conn.connection.driver_connection
+    params = {"flow_id": flow_id}
+    try:
+        with driver.cursor() as cur:
+            cur.execute(_PG_LOCK_FLOW, params)  # not in autocommit: psycopg sends BEGIN first
+            return cur.fetchone()
+    except psycopg.Error as exc:
+        rollback(conn)
+        raise _wrapped(conn, _PG_LOCK_FLOW, params, exc) from exc
+
+
+def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool,
+                      statements: list[tuple[str, dict]] = ()) -> None:
+    """PostgreSQL: the step's own statements, its record, and COMMIT of `begin_and_lock`'s transaction."""
+    import psycopg
+    from psycopg.types.json import Json
+
+    driver = conn.connection.driver_connection
+    sql = _PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP
+    params = {"flow_id": flow_id, "steps": Json(steps), "now": utcnow()}
+    try:
+        with driver.cursor() as cur:
+            for stmt, args in statements:
+                cur.execute(stmt, args)
+            cur.execute(sql, params)
+        driver.commit()
+    except psycopg.Error as exc:
+        rollback(conn)
+        raise _wrapped(conn, sql, params, exc) from exc
+
+
+def rollback(conn: Connection) -> None:
+    """End the open driver transaction, if the connection still works."""
+    import psycopg
+
+    driver = conn.connection.driver_connection
+    if not (driver.closed or driver.broken):
+        try:
+            driver.rollback()
+        except psycopg.Error:  # the connection broke: the caller's error invalidates it
+            pass

@@ -91,26 +91,47 @@ def build_message(ctx: CreateContext, queue: str, direct: bool) -> dict[str, Any
     }
 
 
-def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
-    spec = ctx.spec or {}
-    backend = spec.get("resource_backend")
-    direct = bool(backend)
-    queue = backend_queue(backend) if direct else env.scheduler_queue
-    task = VOLUME_TASK if direct else SCHEDULER_TASK
-    if direct:
-        session.execute(
-            update(Volume).where(Volume.id == ctx.volume_id).values(host=backend, scheduled_at=utcnow())
-        )
-    body = build_message(ctx, queue, direct)
+def _route(ctx: CreateContext, env: StepEnv) -> tuple[str | None, CastMessage]:
+    """The backend a pinned create goes straight to (None: the scheduler), and its message."""
+    backend = (ctx.spec or {}).get("resource_backend") or None
+    queue = backend_queue(backend) if backend else env.scheduler_queue
+    task = VOLUME_TASK if backend else SCHEDULER_TASK
+    body = build_message(ctx, queue, backend is not None)
+    return backend, CastMessage(queue=queue, task_name=task, message_id=body["message_id"], body=body)
+
+
+def _publish(ctx: CreateContext, env: StepEnv, message: CastMessage) -> dict[str, Any]:
     if env.publish is None:
-        raise errors.CastFailed(volume_id=ctx.volume_id, queue=queue, reason="no publisher configured")
+        raise errors.CastFailed(volume_id=ctx.volume_id, queue=message.queue, reason="no publisher configured")
     try:
-        env.publish(CastMessage(queue=queue, task_name=task, message_id=body["message_id"], body=body))
+        env.publish(message)
     except errors.VolchainError:
         raise
     except Exception as exc:  # the broker's own errors: report them as Cinder's 500
-        raise errors.CastFailed(volume_id=ctx.volume_id, queue=queue, reason=f"{type(exc).__name__}: {exc}") from exc
-    return {"cast": {"queue": queue, "task": task, "message_id": body["message_id"]}}
+        raise errors.CastFailed(volume_id=ctx.volume_id, queue=message.queue,
+                                reason=f"{type(exc).__name__}: {exc}") from exc
+    return {"cast": {"queue": message.queue, "task": message.task_name, "message_id": message.message_id}}
+
+
+def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+    backend, message = _route(ctx, env)
+    if backend:
+        session.execute(
+            update(Volume).where(Volume.id == ctx.volume_id).values(host=backend, scheduled_at=utcnow())
+        )
+    return _publish(ctx, env, message)
+
+
+_SET_HOST = "UPDATE volumes SET host = %(host)s, scheduled_at = %(now)s WHERE id = %(volume_id)s"
+
+
+def act(ctx: CreateContext, env: StepEnv) -> tuple[dict[str, Any], list[tuple[str, dict]]]:
+    """PostgreSQL, under the flow lock (tasks/runner._run_locked): publish the cast; return the
+    result to record and the statement that pins the volume to its backend (they commit together)."""
+    backend, message = _route(ctx, env)
+    provided = _publish(ctx, env, message)
+    statements = [(_SET_HOST, {"host": backend, "now": utcnow(), "volume_id": ctx.volume_id})] if backend else []
+    return provided, statements
 
 
 def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:

@@ -70,7 +70,10 @@ def submit_create_volume(
     rt = get_runtime()
     flow_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
     try:
-        with engine_of(rt.factory).begin() as conn:  # a plain connection: no ORM work here
+        # A plain connection in autocommit: the insert is its own transaction (one round trip);
+        # a concurrent submission with the same key loses on the unique constraint below.
+        with engine_of(rt.factory).connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             if idempotency_key is not None:
                 earlier = _find_by_key(conn, context.project_id, idempotency_key)
                 if earlier is not None:

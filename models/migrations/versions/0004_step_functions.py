@@ -8,7 +8,7 @@ applies the effect and merges the step's record into `flow_runs.steps`, atomical
 side reads the flow row (unlocked) beforehand to build the call, and keeps the full,
 transactional path for everything these functions leave to it (`status: slow`) and for SQLite.
 
-Every function returns a JSON object with `status`:
+Every function returns a JSON object (json: keys in the order written) with `status`:
     done          the effect and the record are committed
     replayed      the step was recorded already (`record` holds it); nothing done
     not_running   the flow is compensating or finished (`state`); nothing done
@@ -35,20 +35,20 @@ depends_on = None
 FUNCTIONS = [
     # Lock the flow row; NULL when the step may run, else the status that says why not.
     """
-CREATE OR REPLACE FUNCTION volchain_claim_step(p_flow_id varchar, p_step text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION volchain_claim_step(p_flow_id varchar, p_step text) RETURNS json
 LANGUAGE plpgsql AS $$
 DECLARE
     f record;
 BEGIN
-    SELECT state, steps::jsonb AS steps INTO f FROM flow_runs WHERE id = p_flow_id FOR UPDATE;
+    SELECT state, steps -> p_step AS recorded INTO f FROM flow_runs WHERE id = p_flow_id FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN jsonb_build_object('status', 'missing');
+        RETURN json_build_object('status', 'missing');
     END IF;
-    IF f.steps ? p_step THEN
-        RETURN jsonb_build_object('status', 'replayed', 'record', f.steps -> p_step);
+    IF f.recorded IS NOT NULL THEN
+        RETURN json_build_object('status', 'replayed', 'record', f.recorded);
     END IF;
     IF f.state <> 'running' THEN
-        RETURN jsonb_build_object('status', 'not_running', 'state', f.state);
+        RETURN json_build_object('status', 'not_running', 'state', f.state);
     END IF;
     RETURN NULL;
 END $$
@@ -56,41 +56,46 @@ END $$
     # Merge a step's record into the (claimed) flow row; the final step also ends the flow.
     """
 CREATE OR REPLACE FUNCTION volchain_write_record(
-    p_flow_id varchar, p_step text, p_record jsonb, p_now timestamp, p_final boolean
-) RETURNS void LANGUAGE sql AS $$
+    p_flow_id varchar, p_step text, p_record json, p_now timestamp, p_final boolean
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    -- json, not jsonb, all the way: the records keep their keys in the order the steps wrote
+    -- them (a request's metadata is inserted and shown in the order it was given).
+    -- plpgsql, not sql: its statement plans are kept for the session, an sql function's are not.
     UPDATE flow_runs
-    SET steps = (steps::jsonb || jsonb_build_object(p_step, p_record))::json,
+    SET steps = (SELECT json_object_agg(e.key, e.value)
+                 FROM (SELECT key, value FROM json_each(steps) UNION ALL SELECT p_step, p_record) AS e),
         progress_at = p_now,
         state = CASE WHEN p_final THEN 'succeeded' ELSE state END,
         finished_at = CASE WHEN p_final THEN p_now ELSE finished_at END
-    WHERE id = p_flow_id
-$$
+    WHERE id = p_flow_id;
+END $$
 """,
     # A step whose effect is only its record (extract_volume_request).
     """
 CREATE OR REPLACE FUNCTION volchain_record_step(
-    p_flow_id varchar, p_step text, p_record jsonb, p_now timestamp, p_final boolean
-) RETURNS jsonb LANGUAGE plpgsql AS $$
+    p_flow_id varchar, p_step text, p_record json, p_now timestamp, p_final boolean
+) RETURNS json LANGUAGE plpgsql AS $$
 DECLARE
-    claim jsonb;
+    claim json;
 BEGIN
     claim := volchain_claim_step(p_flow_id, p_step);
     IF claim IS NOT NULL THEN
         RETURN claim;
     END IF;
     PERFORM volchain_write_record(p_flow_id, p_step, p_record, p_now, p_final);
-    RETURN jsonb_build_object('status', 'done');
+    RETURN json_build_object('status', 'done');
 END $$
 """,
     # entry_create: the volume row (every column given, as the Python path inserts it) and its
     # metadata, in the order given.
     """
 CREATE OR REPLACE FUNCTION volchain_entry_create(
-    p_flow_id varchar, p_step text, p_record jsonb, p_now timestamp,
+    p_flow_id varchar, p_step text, p_record json, p_now timestamp,
     p_volume jsonb, p_meta_keys text[], p_meta_values text[]
-) RETURNS jsonb LANGUAGE plpgsql AS $$
+) RETURNS json LANGUAGE plpgsql AS $$
 DECLARE
-    claim jsonb;
+    claim json;
 BEGIN
     claim := volchain_claim_step(p_flow_id, p_step);
     IF claim IS NOT NULL THEN
@@ -102,7 +107,7 @@ BEGIN
     FROM unnest(p_meta_keys, p_meta_values) WITH ORDINALITY AS m(key, value, n)
     ORDER BY m.n;
     PERFORM volchain_write_record(p_flow_id, p_step, p_record, p_now, false);
-    RETURN jsonb_build_object('status', 'done');
+    RETURN json_build_object('status', 'done');
 END $$
 """,
     # quota_reserve: Cinder's limit_check(per_volume_gigabytes) and reserve, for usage rows that
@@ -111,20 +116,19 @@ END $$
     # per_volume_gigabytes (used when neither the project nor the default class has a row).
     """
 CREATE OR REPLACE FUNCTION volchain_quota_reserve(
-    p_flow_id varchar, p_step text, p_record jsonb, p_now timestamp,
+    p_flow_id varchar, p_step text, p_record json, p_now timestamp,
     p_project_id varchar, p_resources text[], p_deltas bigint[], p_defaults bigint[],
     p_uuids text[], p_expire timestamp, p_size bigint, p_per_volume_default bigint
-) RETURNS jsonb LANGUAGE plpgsql AS $$
+) RETURNS json LANGUAGE plpgsql AS $$
 DECLARE
     int_max constant bigint := 2147483647;
     n int := cardinality(p_resources);
-    claim jsonb;
-    found_limits jsonb;
-    limits jsonb := '{}';
-    usages jsonb := '{}';
-    per_volume bigint;
-    lim bigint;
-    u record;
+    claim json;
+    limits bigint[];  -- limits[1..n] for p_resources, limits[n + 1] for per_volume_gigabytes
+    ids int[];
+    in_use bigint[];
+    reserved bigint[];
+    stale boolean;
     over boolean := false;
 BEGIN
     claim := volchain_claim_step(p_flow_id, p_step);
@@ -133,125 +137,108 @@ BEGIN
     END IF;
 
     -- Limits: the project's own row, else the default class's row, else the configured default.
-    SELECT coalesce(jsonb_object_agg(resource, hard_limit), '{}') INTO found_limits FROM (
-        SELECT DISTINCT ON (resource) resource, hard_limit FROM (
-            SELECT resource, hard_limit, 0 AS rank FROM quotas
-            WHERE project_id = p_project_id AND resource = ANY(p_resources || 'per_volume_gigabytes'::text)
-            UNION ALL
-            SELECT resource, hard_limit, 1 FROM quota_classes
-            WHERE class_name = 'default' AND resource = ANY(p_resources || 'per_volume_gigabytes'::text)
-        ) ranked ORDER BY resource, rank
-    ) chosen;
-    per_volume := coalesce((found_limits ->> 'per_volume_gigabytes')::bigint, p_per_volume_default);
-    IF 0 <= per_volume AND per_volume < p_size THEN
-        RETURN jsonb_build_object('status', 'per_volume', 'limit', per_volume);
+    SELECT array_agg(coalesce(q.hard_limit, c.hard_limit, d.fallback) ORDER BY d.i) INTO limits
+    FROM unnest(p_resources || 'per_volume_gigabytes'::text, p_defaults || p_per_volume_default)
+         WITH ORDINALITY AS d(resource, fallback, i)
+    LEFT JOIN quotas q ON q.project_id = p_project_id AND q.resource = d.resource
+    LEFT JOIN quota_classes c ON c.class_name = 'default' AND c.resource = d.resource;
+    IF 0 <= limits[n + 1] AND limits[n + 1] < p_size THEN
+        RETURN json_build_object('status', 'per_volume', 'limit', limits[n + 1]);
     END IF;
-    FOR i IN 1 .. n LOOP
-        limits := limits || jsonb_build_object(
-            p_resources[i], coalesce((found_limits ->> p_resources[i])::bigint, p_defaults[i]));
-    END LOOP;
 
-    -- The usage rows, locked in id order.
-    FOR u IN
-        SELECT id, resource, in_use, reserved, until_refresh FROM quota_usages
-        WHERE project_id = p_project_id AND resource = ANY(p_resources)
-        ORDER BY id FOR UPDATE
-    LOOP
-        IF u.in_use < 0 OR u.until_refresh IS NOT NULL THEN
-            RETURN jsonb_build_object('status', 'slow');
-        END IF;
-        usages := usages || jsonb_build_object(
-            u.resource, jsonb_build_object('id', u.id, 'in_use', u.in_use, 'reserved', u.reserved));
-    END LOOP;
-    FOR i IN 1 .. n LOOP
-        IF NOT usages ? p_resources[i] THEN
-            RETURN jsonb_build_object('status', 'slow');
-        END IF;
-    END LOOP;
+    -- Lock the usage rows in id order, then read them (this statement sees what the lock waited for).
+    PERFORM 1 FROM quota_usages
+    WHERE project_id = p_project_id AND resource = ANY(p_resources) ORDER BY id FOR UPDATE;
+    SELECT array_agg(u.id ORDER BY d.i), array_agg(u.in_use ORDER BY d.i), array_agg(u.reserved ORDER BY d.i),
+           bool_or(u.id IS NULL OR u.in_use < 0 OR u.until_refresh IS NOT NULL)
+    INTO ids, in_use, reserved, stale
+    FROM unnest(p_resources) WITH ORDINALITY AS d(resource, i)
+    LEFT JOIN quota_usages u ON u.project_id = p_project_id AND u.resource = d.resource;
+    IF stale THEN
+        RETURN json_build_object('status', 'slow');
+    END IF;
 
     -- Overflow, in delta order; then every limit.
     FOR i IN 1 .. n LOOP
-        IF p_deltas[i] > 0 AND (
-            (usages -> p_resources[i] ->> 'in_use')::bigint + (usages -> p_resources[i] ->> 'reserved')::bigint
-                + p_deltas[i] > int_max
-            OR (usages -> p_resources[i] ->> 'reserved')::bigint + p_deltas[i] > int_max
-        ) THEN
-            RETURN jsonb_build_object('status', 'overflow', 'resource', p_resources[i]);
+        IF p_deltas[i] > 0 AND (in_use[i] + reserved[i] + p_deltas[i] > int_max
+                                OR reserved[i] + p_deltas[i] > int_max) THEN
+            RETURN json_build_object('status', 'overflow', 'resource', p_resources[i]);
         END IF;
     END LOOP;
     FOR i IN 1 .. n LOOP
-        lim := (limits ->> p_resources[i])::bigint;
-        IF lim >= 0 AND p_deltas[i] >= 0 AND lim < p_deltas[i]
-            + (usages -> p_resources[i] ->> 'in_use')::bigint + (usages -> p_resources[i] ->> 'reserved')::bigint
-        THEN
+        IF limits[i] >= 0 AND p_deltas[i] >= 0 AND limits[i] < p_deltas[i] + in_use[i] + reserved[i] THEN
             over := true;
         END IF;
     END LOOP;
     IF over THEN
-        RETURN jsonb_build_object('status', 'over', 'limits', limits, 'usages', usages);
+        RETURN json_build_object(
+            'status', 'over',
+            'limits', (SELECT json_object_agg(p_resources[i], limits[i]) FROM generate_series(1, n) AS i),
+            'usages', (SELECT json_object_agg(p_resources[i], json_build_object('in_use', in_use[i],
+                                                                                'reserved', reserved[i]))
+                       FROM generate_series(1, n) AS i));
     END IF;
 
     INSERT INTO reservations (uuid, usage_id, project_id, resource, delta, expire, created_at)
-    SELECT p_uuids[i], (usages -> p_resources[i] ->> 'id')::int, p_project_id, p_resources[i], p_deltas[i],
-           p_expire, p_now
-    FROM generate_subscripts(p_resources, 1) AS i ORDER BY i;
+    SELECT r.uuid, r.usage_id, p_project_id, r.resource, r.delta, p_expire, p_now
+    FROM unnest(p_uuids, ids, p_resources, p_deltas) WITH ORDINALITY AS r(uuid, usage_id, resource, delta, i)
+    ORDER BY r.i;
     UPDATE quota_usages AS q
     SET reserved = q.reserved + greatest(d.delta, 0), updated_at = p_now
-    FROM unnest(p_resources, p_deltas) AS d(resource, delta)
-    WHERE q.project_id = p_project_id AND q.resource = d.resource;
+    FROM unnest(ids, p_deltas) AS d(id, delta)
+    WHERE q.id = d.id;
     PERFORM volchain_write_record(p_flow_id, p_step, p_record, p_now, false);
-    RETURN jsonb_build_object('status', 'done');
+    RETURN json_build_object('status', 'done');
 END $$
 """,
     # quota_commit: move every reservation of the flow into in_use, or nothing if any of them is
     # no longer pending (`expired`).
     """
 CREATE OR REPLACE FUNCTION volchain_quota_commit(
-    p_flow_id varchar, p_step text, p_record jsonb, p_now timestamp,
+    p_flow_id varchar, p_step text, p_record json, p_now timestamp,
     p_project_id varchar, p_resources text[], p_uuids text[]
-) RETURNS jsonb LANGUAGE plpgsql AS $$
+) RETURNS json LANGUAGE plpgsql AS $$
 DECLARE
-    claim jsonb;
-    usage_ids int[];
-    deltas bigint[];
+    claim json;
+    pending int;
+    usages int;
 BEGIN
     claim := volchain_claim_step(p_flow_id, p_step);
     IF claim IS NOT NULL THEN
         RETURN claim;
     END IF;
     PERFORM 1 FROM quota_usages
-    WHERE project_id = p_project_id AND resource = ANY(p_resources)
-    ORDER BY id FOR UPDATE;
-    SELECT coalesce(array_agg(usage_id ORDER BY id), '{}'), coalesce(array_agg(delta ORDER BY id), '{}')
-    INTO usage_ids, deltas
-    FROM (SELECT id, usage_id, delta FROM reservations WHERE uuid = ANY(p_uuids) ORDER BY id FOR UPDATE) pending;
-    IF cardinality(usage_ids) <> cardinality(p_uuids) THEN
-        RETURN jsonb_build_object('status', 'expired', 'pending', cardinality(usage_ids));
+    WHERE project_id = p_project_id AND resource = ANY(p_resources) ORDER BY id FOR UPDATE;
+    SELECT count(*), count(DISTINCT usage_id) INTO pending, usages
+    FROM (SELECT usage_id FROM reservations WHERE uuid = ANY(p_uuids) FOR UPDATE) locked;
+    IF pending <> cardinality(p_uuids) THEN
+        RETURN json_build_object('status', 'expired', 'pending', pending);
     END IF;
-    FOR i IN 1 .. cardinality(usage_ids) LOOP
-        IF deltas[i] >= 0 THEN
-            UPDATE quota_usages
-            SET reserved = reserved - least(deltas[i], reserved), in_use = in_use + deltas[i], updated_at = p_now
-            WHERE id = usage_ids[i];
-        ELSE
-            UPDATE quota_usages SET in_use = in_use + greatest(deltas[i], -in_use), updated_at = p_now
-            WHERE id = usage_ids[i];
-        END IF;
-    END LOOP;
+    IF usages <> pending THEN
+        RETURN json_build_object('status', 'slow');  -- two reservations on one usage row: Python settles them in order
+    END IF;
+    -- One reservation per usage row: a positive delta moves from reserved to in_use, a negative
+    -- one lowers in_use (never below 0), as the Python engine settles them.
+    UPDATE quota_usages AS q
+    SET reserved = CASE WHEN r.delta >= 0 THEN q.reserved - least(r.delta, q.reserved) ELSE q.reserved END,
+        in_use = CASE WHEN r.delta >= 0 THEN q.in_use + r.delta ELSE q.in_use + greatest(r.delta, -q.in_use) END,
+        updated_at = p_now
+    FROM reservations r
+    WHERE r.uuid = ANY(p_uuids) AND q.id = r.usage_id;
     DELETE FROM reservations WHERE uuid = ANY(p_uuids);
     PERFORM volchain_write_record(p_flow_id, p_step, p_record, p_now, false);
-    RETURN jsonb_build_object('status', 'done');
+    RETURN json_build_object('status', 'done');
 END $$
 """,
 ]
 
 SIGNATURES = [
-    "volchain_quota_commit(varchar, text, jsonb, timestamp, varchar, text[], text[])",
-    "volchain_quota_reserve(varchar, text, jsonb, timestamp, varchar, text[], bigint[], bigint[], text[], "
+    "volchain_quota_commit(varchar, text, json, timestamp, varchar, text[], text[])",
+    "volchain_quota_reserve(varchar, text, json, timestamp, varchar, text[], bigint[], bigint[], text[], "
     "timestamp, bigint, bigint)",
-    "volchain_entry_create(varchar, text, jsonb, timestamp, jsonb, text[], text[])",
-    "volchain_record_step(varchar, text, jsonb, timestamp, boolean)",
-    "volchain_write_record(varchar, text, jsonb, timestamp, boolean)",
+    "volchain_entry_create(varchar, text, json, timestamp, jsonb, text[], text[])",
+    "volchain_record_step(varchar, text, json, timestamp, boolean)",
+    "volchain_write_record(varchar, text, json, timestamp, boolean)",
     "volchain_claim_step(varchar, text)",
 ]
 

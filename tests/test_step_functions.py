@@ -1,0 +1,214 @@
+"""The one-call path (PostgreSQL step functions, migration 0004) against the transactional path.
+
+On PostgreSQL extract_volume_request, quota_reserve, entry_create and quota_commit run as one
+call each. These tests run the same flows both ways (`step_functions` on and off) and compare
+what they leave, and check the cases the functions hand back: Cinder's errors, the fall-back to
+the transactional path, and a step whose flow row changed after it was read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from sqlalchemy import select
+
+from models.db import engine_of
+from models.flow_log import FlowRun
+from models.quota import QuotaUsage, Reservation
+from models.volume import Volume, VolumeMetadata
+from tasks import errors, quota_engine, quota_reserve, step_tx
+from tasks.flow import STEPS
+from tasks.runner import FlowNotRunning, record_failure, run_step
+from tests import factories
+from workers.runtime import get_runtime
+
+EXTRACT, RESERVE, ENTRY, COMMIT, CAST = STEPS
+PATHS = {"one call": True, "transactional": False}
+
+
+def _env(one_call: bool, **changes):
+    return dataclasses.replace(get_runtime().env, step_functions=one_call, **changes)
+
+
+def _run(db, ctx, env, steps=STEPS):
+    for step in steps:
+        run_step(db, step, ctx.flow_id, env, final=step is STEPS[-1])
+
+
+def _usages(db, project: str) -> dict[str, tuple[int, int]]:
+    with db() as s:
+        return {u.resource: (u.in_use, u.reserved)
+                for u in s.scalars(select(QuotaUsage).where(QuotaUsage.project_id == project))}
+
+
+def _pending(db, project: str) -> int:
+    with db() as s:
+        return len(s.scalars(select(Reservation.id).where(Reservation.project_id == project)).all())
+
+
+def _warm(db, project: str, env) -> None:
+    """One create first, so the project's usage rows exist (a first create is always transactional)."""
+    _run(db, factories.start_flow_directly(db, factories.member(project), size=1), env)
+
+
+def _volume_view(db, volume_id: str) -> dict:
+    skip = {"id", "project_id", "created_at", "updated_at", "scheduled_at"}
+    with db() as s:
+        vol = s.get(Volume, volume_id)
+        row = {c.key: getattr(vol, c.key) for c in Volume.__table__.columns if c.key not in skip}
+        row["metadata"] = [(m.key, m.value) for m in s.scalars(
+            select(VolumeMetadata).where(VolumeMetadata.volume_id == volume_id).order_by(VolumeMetadata.id))]
+    return row
+
+
+def test_both_paths_leave_the_same_volume_quota_and_records(db, check_invariant):
+    views = {}
+    for label, one_call in PATHS.items():
+        project = f"paths-{label.replace(' ', '-')}-{id(views)}"
+        env = _env(one_call)
+        _warm(db, project, env)
+        ctx = factories.start_flow_directly(db, factories.member(project), size=3, name="both", description="d",
+                                            metadata={"zeta": "1", "alpha": "2", "mid": "3"})
+        _run(db, ctx, env)
+        with db() as s:
+            flow = s.get(FlowRun, ctx.flow_id)
+            records = {name: sorted(rec["result"]) for name, rec in flow.steps.items()}
+            reserved = flow.steps["quota_reserve"]["result"]
+            views[label] = {"volume": _volume_view(db, ctx.volume_id), "usages": _usages(db, project),
+                            "state": flow.state, "records": records, "deltas": reserved["deltas"],
+                            "reservations": len(reserved["reservations"]), "pending": _pending(db, project)}
+        check_invariant(project)
+    one, other = views["one call"], views["transactional"]
+    assert {k: (v, other["volume"][k]) for k, v in one["volume"].items() if v != other["volume"][k]} == {}
+    assert one == other
+    assert one["state"] == "succeeded" and one["pending"] == 0
+    assert one["volume"]["metadata"] == [("zeta", "1"), ("alpha", "2"), ("mid", "3")]  # the order given
+    assert one["usages"]["gigabytes"] == (4, 0) and one["usages"]["volumes"] == (2, 0)
+
+
+def test_a_projects_first_create_reserves_in_python_and_later_ones_in_one_call(db, project, monkeypatch,
+                                                                             check_invariant):
+    calls = []
+    real = quota_reserve.run
+    monkeypatch.setattr(quota_reserve, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    env = _env(True)
+    _warm(db, project, env)  # no usage rows yet: the function answers `slow`
+    assert calls == [1]
+    ctx = factories.start_flow_directly(db, factories.member(project), size=2)
+    _run(db, ctx, env)
+    assert calls == [1]  # the rows exist now: one call did it
+    assert _usages(db, project)["gigabytes"] == (3, 0)
+    check_invariant(project)
+
+
+def test_usage_refresh_settings_keep_the_reservation_in_python(db, project, monkeypatch, check_invariant):
+    env = _env(True)
+    _warm(db, project, env)
+    calls = []
+    real = quota_reserve.run
+    monkeypatch.setattr(quota_reserve, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    refreshing = _env(True, quota=dataclasses.replace(env.quota, until_refresh=5))
+    _run(db, factories.start_flow_directly(db, factories.member(project), size=1), refreshing)
+    assert calls == [1]
+    check_invariant(project)
+
+
+@pytest.mark.parametrize("limits, size, error", [
+    ({"volumes": 1}, 1, errors.VolumeLimitExceeded),
+    ({"gigabytes": 3}, 3, errors.VolumeSizeExceedsAvailableQuota),
+    ({"gigabytes___DEFAULT__": 2}, 2, errors.VolumeSizeExceedsAvailableQuota),
+    ({"per_volume_gigabytes": 4}, 5, errors.VolumeSizeExceedsLimit),
+])
+def test_a_refused_reservation_gives_the_same_cinder_error_on_both_paths(db, check_invariant, limits, size, error):
+    messages = {}
+    for label, one_call in PATHS.items():
+        project = f"over-{label.replace(' ', '-')}-{error.__name__}-{size}"
+        env = _env(one_call)
+        _warm(db, project, env)
+        factories.set_quota(db, project, **limits)
+        before = _usages(db, project)
+        ctx = factories.start_flow_directly(db, factories.member(project), size=size)
+        run_step(db, EXTRACT, ctx.flow_id, env)
+        with pytest.raises(error) as info:
+            run_step(db, RESERVE, ctx.flow_id, env)
+        messages[label] = str(info.value).replace(project, "P")
+        assert _usages(db, project) == before and _pending(db, project) == 0
+        with db() as s:
+            assert "quota_reserve" not in s.get(FlowRun, ctx.flow_id).steps
+        check_invariant(project)
+    assert messages["one call"] == messages["transactional"]
+
+
+@pytest.mark.parametrize("label", PATHS)
+def test_committing_an_expired_reservation_changes_nothing(db, project, check_invariant, label):
+    env = _env(PATHS[label])
+    _warm(db, project, env)
+    before = _usages(db, project)
+    ctx = factories.start_flow_directly(db, factories.member(project), size=2)
+    _run(db, ctx, env, STEPS[:3])
+    with db() as s, s.begin():  # the sweeper expires one of the flow's reservations
+        uuid = s.get(FlowRun, ctx.flow_id).steps["quota_reserve"]["result"]["reservations"][1]
+        quota_engine.rollback(s, [uuid])
+    with pytest.raises(errors.VolchainError, match="expired before it was committed"):
+        run_step(db, COMMIT, ctx.flow_id, env)
+    after = _usages(db, project)
+    assert after["volumes"] == (before["volumes"][0], 1)  # still reserved, not committed
+    assert after["gigabytes"] == before["gigabytes"]  # the expired one was given back, nothing committed
+    assert _pending(db, project) == 3
+    with db() as s:
+        assert "quota_commit" not in s.get(FlowRun, ctx.flow_id).steps
+
+
+def test_a_step_of_a_flow_that_started_compensating_after_it_was_read_does_nothing(db, project, monkeypatch):
+    env = _env(True)
+    _warm(db, project, env)
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    _run(db, ctx, env, STEPS[:2])
+    read = step_tx.read_flow
+
+    def read_then_fail(conn, flow_id):  # compensation takes the flow between the read and the call
+        row = read(conn, flow_id)
+        assert record_failure(db, flow_id, "elsewhere", {"type": "X", "code": 500, "message": "x"})
+        return row
+
+    monkeypatch.setattr(step_tx, "read_flow", read_then_fail)
+    with pytest.raises(FlowNotRunning):
+        run_step(db, ENTRY, ctx.flow_id, env)
+    with db() as s:
+        assert s.get(Volume, ctx.volume_id) is None
+        assert "entry_create" not in s.get(FlowRun, ctx.flow_id).steps
+
+
+def test_a_copy_of_a_step_that_read_the_flow_before_the_other_copy_recorded_replays(db, project, monkeypatch,
+                                                                                   check_invariant):
+    env = _env(True)
+    _warm(db, project, env)
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    _run(db, ctx, env, STEPS[:1])
+    conn = step_tx.step_connection(engine_of(db))
+    with step_tx.autocommit(conn):
+        stale = step_tx.read_flow(conn, ctx.flow_id)
+    first = run_step(db, RESERVE, ctx.flow_id, env)
+    monkeypatch.setattr(step_tx, "read_flow", lambda conn, flow_id: stale)  # it read before the first recorded
+    second = run_step(db, RESERVE, ctx.flow_id, env)
+    assert second.reservations == first.reservations  # the recorded result, not a second reservation
+    assert _pending(db, project) == 4
+    monkeypatch.undo()
+    _run(db, ctx, env, STEPS[2:])
+    check_invariant(project)
+
+
+def test_an_encrypted_type_creates_its_key_in_the_steps_transaction(db, project, check_invariant):
+    from models.key import EncryptionKey
+
+    vtype = factories.volume_type(db, encryption={"provider": "luks", "cipher": "aes-xts-plain64", "key_size": 256,
+                                                  "control_location": "front-end"})
+    env = _env(True)
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1, volume_type=vtype.name)
+    _run(db, ctx, env)
+    with db() as s:
+        key_id = s.get(FlowRun, ctx.flow_id).steps["extract_volume_request"]["result"]["spec"]["encryption_key_id"]
+        assert key_id and s.get(EncryptionKey, key_id) is not None
+        assert s.get(Volume, ctx.volume_id).encryption_key_id == key_id
+    check_invariant(project)
