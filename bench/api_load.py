@@ -6,7 +6,7 @@
     python bench/api_load.py --n 300 --no-baseline --py-spy /tmp/api   # where the API spends its CPU
 
 Starts what an operator starts, with the settings we ship (events on, token auth): `volchain worker
---concurrency C` (prefork; C = --worker-concurrency, default the CPU count) and `volchain api --port P
+--concurrency C` (prefork; C = --worker-concurrency, default four per CPU as shipped) and `volchain api --port P
 --workers K`, on a PostgreSQL database and a Redis db of the bench's own. A member token for a project
 with unlimited volumes and gigabytes drives three HTTP modes, asyncio + httpx.AsyncClient, one pooled
 connection per client:
@@ -55,6 +55,7 @@ if str(REPO) not in sys.path:  # run as `python bench/api_load.py` from anywhere
 from bench.harness import (  # noqa: E402
     BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, tree_cpu,
 )
+from workers.settings import CHILDREN_PER_CPU  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
 # Goal: the HTTP front end is no longer what limits a create.
@@ -612,8 +613,9 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=1000, help="creates per concurrent mode (default 1000)")
     p.add_argument("--n-serial", type=int, default=100, help="creates in the serial mode (default 100)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent HTTP clients (default 8)")
-    p.add_argument("--worker-concurrency", type=int, default=cpus,
-                   help=f"prefork children of `volchain worker` (default {cpus})")
+    shipped = CHILDREN_PER_CPU * cpus  # what `volchain worker` starts (workers/app.worker_concurrency)
+    p.add_argument("--worker-concurrency", type=int, default=shipped,
+                   help=f"prefork children of `volchain worker` (default {shipped}: {CHILDREN_PER_CPU} per CPU)")
     p.add_argument("--api-workers", type=int, default=1, help="`volchain api --workers` (default 1)")
     p.add_argument("--api-workers-both", action="store_true", help="run the HTTP modes with 1, then 2 API workers")
     p.add_argument("--modes", default="wait,async,serial", help="comma list of wait, async, serial (default all)")

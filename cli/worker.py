@@ -25,7 +25,7 @@ def register(sub) -> None:
     )
     p.add_argument("role", nargs="?", choices=ROLES, default="steps")
     p.add_argument("--interval", type=float, help="sweeper: seconds between sweeps")
-    p.add_argument("--concurrency", "-c", type=positive_int, help="pool size (default: number of CPUs)")
+    p.add_argument("--concurrency", "-c", type=positive_int, help="pool size (default: VOLCHAIN_WORKER_CONCURRENCY, else four per CPU)")
     p.add_argument("--pool", "-P", choices=POOLS, default="prefork")
     p.add_argument("--loglevel", "-l", choices=LOG_LEVELS, default="info", type=str.lower)
     p.add_argument("--hostname", "-n", help="node name, e.g. steps1@%%h (needed for two workers on one host)")

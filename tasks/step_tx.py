@@ -1,15 +1,18 @@
-"""A step's transaction: this thread's connection, and the two statements every step runs around
-its effect: lock the flow row (reading the request, the caller and the records of earlier steps)
-and record the step's own result.
+"""A step's transaction: this thread's connection, and the statements a step runs around its effect.
 
-On PostgreSQL the two go straight to the driver (psycopg prepares them after a few uses);
-elsewhere (the embedded SQLite) they are prebuilt Core statements. Both run inside the caller's
-`conn.begin()` block, which commits or rolls back.
+Transactional path (SQLite; on PostgreSQL a step without a function, or a flow a function hands
+back): lock the flow row (reading the request, the caller and the records of earlier steps), the
+effect through a Session, and the step's record, inside the caller's `conn.begin()` block. On
+PostgreSQL the lock and the record go straight to the driver (psycopg prepares them after a few
+uses); elsewhere they are prebuilt Core statements.
 
-Measured and not kept: sending BEGIN with the lock and COMMIT with the record (two round trips
-fewer per step, as named prepared statements) made no difference we could measure in
-bench/chain_throughput.py (throughput and serial latency within run-to-run noise), for a
-transaction handled by hand.
+One-call path (PostgreSQL, tasks/runner._run_call): in autocommit, read the flow row without a
+lock, then one call of the step's function (migration 0004), which locks, checks, applies and
+records. volume_cast (tasks/runner._run_locked) holds the lock while it publishes, on the driver
+alone: `begin_and_lock`, then `record_and_commit`.
+
+Measured and not kept: psycopg pipeline mode, to send BEGIN with the lock and COMMIT with the
+record, cost more client CPU than the round trips it saved (bench/README.md).
 """
 
 from __future__ import annotations
@@ -158,7 +161,7 @@ def read_flow(conn: Connection, flow_id: str) -> tuple | None:
 def autocommit(conn: Connection) -> Iterator[None]:
     """PostgreSQL: run the block with the step connection in autocommit (each statement its own
     transaction, no BEGIN/COMMIT round trips); the transactional path gets it back as it was."""
-    driver = conn.connection.driver_connection
+    driver = _idle(conn)
     driver.autocommit = True
     try:
         yield
@@ -202,7 +205,7 @@ def begin_and_lock(conn: Connection, flow_id: str) -> tuple | None:
     Returns what `lock_flow` does. (Pipeline mode, to send BEGIN with the lock, measured slower.)"""
     import psycopg
 
-    driver = conn.connection.driver_connection
+    driver = _idle(conn)
     params = {"flow_id": flow_id}
     try:
         with driver.cursor() as cur:
@@ -231,6 +234,17 @@ def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool,
     except psycopg.Error as exc:
         rollback(conn)
         raise _wrapped(conn, sql, params, exc) from exc
+
+
+def _idle(conn: Connection):
+    """The psycopg connection under `conn`, with no transaction left open (a step never leaves
+    one, but a failed rollback could: start clean rather than inherit it)."""
+    from psycopg.pq import TransactionStatus
+
+    driver = conn.connection.driver_connection
+    if driver.info.transaction_status != TransactionStatus.IDLE:
+        driver.rollback()
+    return driver
 
 
 def rollback(conn: Connection) -> None:

@@ -240,6 +240,36 @@ def test_worker_consumes_the_step_and_compensate_queues(database_url, redis_clie
         proc.wait(timeout=20)
 
 
+def test_step_workers_default_to_four_children_per_cpu():
+    from workers.app import celery_config
+    from workers.settings import Settings
+
+    assert celery_config(Settings(worker_concurrency=None))["worker_concurrency"] == 4 * (os.cpu_count() or 1)
+    assert celery_config(Settings(worker_concurrency=3))["worker_concurrency"] == 3
+
+
+def test_worker_pool_size_comes_from_the_setting(database_url, redis_client):
+    from workers.app import app
+
+    name = f"cli-{uuid.uuid4().hex[:6]}@test"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker", "--loglevel", "warning", "--hostname", name],
+        env={**os.environ, **WORKER_ENV, "VOLCHAIN_WORKER_CONCURRENCY": "3"}, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline, stats = time.monotonic() + 30, None
+        while stats is None and time.monotonic() < deadline:
+            assert proc.poll() is None, "volchain worker exited"
+            stats = (app.control.inspect(destination=[name], timeout=0.5).stats() or {}).get(name)
+        assert stats is not None, "volchain worker did not answer within 30 s"
+        assert stats["pool"]["max-concurrency"] == 3
+        assert len(stats["pool"]["processes"]) == 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def test_worker_refuses_the_in_process_broker(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOLCHAIN_")}
     assert_one_line_error(volchain("worker", env=env, cwd=tmp_path), "exists only inside one process")

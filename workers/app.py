@@ -6,14 +6,24 @@ Operators may run `celery -A workers.app worker -Q volchain.steps,volchain.compe
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery
 
 from workers import redis_transport
-from workers.settings import Settings, get_settings
+from workers.settings import CHILDREN_PER_CPU, Settings, get_settings
 
 redis_transport.install()
 
 TASK_MODULES = ["workers.steps"]
+
+
+def worker_concurrency(settings: Settings) -> int:
+    """Pool size a step worker gets unless -c says otherwise: VOLCHAIN_WORKER_CONCURRENCY, else four
+    per CPU. A step spends much of its time waiting on PostgreSQL while its child can do nothing
+    else; measured on 2 CPUs (bench/chain_throughput.py, events off): 2 children ran about 39
+    creates/s, 4 about 45, 6 about 57, 8 about 63 (see bench/README.md)."""
+    return settings.worker_concurrency or CHILDREN_PER_CPU * (os.cpu_count() or 1)
 
 
 def celery_config(settings: Settings) -> dict:
@@ -38,6 +48,7 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        "worker_concurrency": worker_concurrency(settings),
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_soft_shutdown_timeout": 10.0,
         # Flower.

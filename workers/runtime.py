@@ -51,6 +51,7 @@ def step_env(settings: Settings, publish=None) -> StepEnv:
         az_cache_seconds=settings.az_cache_seconds,
         scheduler_queue=settings.scheduler_queue,
         failure_injection=settings.failure_injection,
+        step_functions=settings.step_functions,
         publish=publish,
     )
 

@@ -15,6 +15,10 @@ EMBEDDED_DATABASE_URL = "sqlite:///volchain.db"
 EMBEDDED_BROKER_URL = "memory://localhost/"
 
 
+# Step workers run four pool children per CPU unless told otherwise (workers/app.worker_concurrency).
+CHILDREN_PER_CPU = 4
+
+
 class Settings(BaseSettings):
     """volchain configuration; each field maps to `VOLCHAIN_<NAME>`."""
 
@@ -29,6 +33,11 @@ class Settings(BaseSettings):
         EMBEDDED_BROKER_URL,
         description="Celery broker URL. Production: redis://host:6379/0. "
         "memory://localhost/ works only with an in-process worker (the embedded demo).",
+    )
+    worker_concurrency: int | None = Field(
+        None, ge=1,
+        description="Pool children (or threads) per step worker; unset: four per CPU, since a step spends "
+        "much of its time waiting on PostgreSQL (each child keeps one database connection).",
     )
     db_pool_size: int = Field(5, description="Connections kept per process in the SQLAlchemy pool (a worker "
                               "thread keeps one for its steps; a threads-pool worker raises it to its -c).")
@@ -91,6 +100,12 @@ class Settings(BaseSettings):
     )
     api_max_body_bytes: int = Field(256 * 1024, description="Largest request body the API reads.")
     api_public_url: str | None = Field(None, description="Base URL for links; unset: taken from the request.")
+
+    step_functions: bool = Field(
+        True,
+        description="PostgreSQL: run a step as one call of its database function (migration 0004); "
+        "false sends every step through the transactional Python path.",
+    )
 
     # Test facility.
     failure_injection: bool = Field(
