@@ -55,7 +55,7 @@ if str(REPO) not in sys.path:  # run as `python bench/api_load.py` from anywhere
 from bench.harness import (  # noqa: E402
     BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, tree_cpu,
 )
-from workers.settings import CHILDREN_PER_CPU  # noqa: E402
+from workers.settings import default_worker_concurrency  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
 # Goal: the HTTP front end is no longer what limits a create.
@@ -613,9 +613,9 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=1000, help="creates per concurrent mode (default 1000)")
     p.add_argument("--n-serial", type=int, default=100, help="creates in the serial mode (default 100)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent HTTP clients (default 8)")
-    shipped = CHILDREN_PER_CPU * cpus  # what `volchain worker` starts (workers/app.worker_concurrency)
+    shipped = default_worker_concurrency()  # what `volchain worker` starts (workers/app.worker_concurrency)
     p.add_argument("--worker-concurrency", type=int, default=shipped,
-                   help=f"prefork children of `volchain worker` (default {shipped}: {CHILDREN_PER_CPU} per CPU)")
+                   help=f"prefork children of `volchain worker` (default {shipped}: 4 per CPU, at most 16)")
     p.add_argument("--api-workers", type=int, default=1, help="`volchain api --workers` (default 1)")
     p.add_argument("--api-workers-both", action="store_true", help="run the HTTP modes with 1, then 2 API workers")
     p.add_argument("--modes", default="wait,async,serial", help="comma list of wait, async, serial (default all)")

@@ -5,7 +5,7 @@
     python bench/chain_throughput.py --latency       # one create at a time: p50/p99 per create
 
 Each configuration gets fresh worker processes started as operators start them
-(`celery -A <app> worker -Q volchain.steps,volchain.compensate -P <pool, prefork> -c <2 x CPUs>`, plus `-E` when
+(`celery -A <app> worker -Q volchain.steps,volchain.compensate -P <pool, prefork> -c <4 x CPUs, at most 16>`, plus `-E` when
 VOLCHAIN_TASK_EVENTS is on), and a fresh producer process with the same environment (the producer
 sends task-sent events when events are on, as the API does). The baseline (`bench/noop_chain.py`)
 uses the same `celery_config`, queues and worker command; its tasks do nothing.
@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:  # run as `python bench/chain_throughput.py` from 
 from bench.harness import (  # noqa: E402
     BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, tree_cpu,
 )
-from workers.settings import CHILDREN_PER_CPU  # noqa: E402
+from workers.settings import default_worker_concurrency  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/3"
 QUEUES = "volchain.steps,volchain.compensate"
@@ -493,9 +493,9 @@ def parse_args(argv=None):
     p.add_argument("--events", choices=("both", "on", "off"), default="both", help="task event modes to run")
     p.add_argument("--pool", choices=("prefork", "threads", "solo"), default="prefork",
                    help="worker pool, for both chains (default prefork, what `volchain worker` starts)")
-    shipped = CHILDREN_PER_CPU * cpus  # what `volchain worker` starts (workers/app.worker_concurrency)
+    shipped = default_worker_concurrency()  # what `volchain worker` starts (workers/app.worker_concurrency)
     p.add_argument("--concurrency", type=int, default=shipped,
-                   help=f"pool size per worker (default {shipped}, as `volchain worker`: {CHILDREN_PER_CPU} per CPU)")
+                   help=f"pool size per worker (default {shipped}, as `volchain worker`: 4 per CPU, at most 16)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--window", type=int, default=None,
                    help="most flows in flight; 0 submits all at once (default 8 x all pool children)")

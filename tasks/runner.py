@@ -71,7 +71,7 @@ class Step(Protocol):
     # def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall | None: ...
     # def on_status(answer: dict, ctx: CreateContext, call: StepCall) -> None: ...
     # A step that acts outside the database under the flow lock (_run_locked):
-    # def act(ctx: CreateContext, env: StepEnv) -> tuple[dict, list[tuple[str, dict]]]: ...
+    # def act(ctx: CreateContext, env: StepEnv, execute: Callable[[str, dict], None]) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -180,9 +180,11 @@ def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: b
         inject(env, ctx, step.name, "before")
         try:
             call = step.prepare_call(conn, ctx, env)
-        except NeedsTransaction:
+        except (NeedsTransaction, errors.VolchainError):
+            # A refusal found without the lock may come from a copy of the step that another
+            # copy already recorded: the transactional path decides under the lock.
             return None
-        if call is None:
+        if call is None or (final and "%(final)s" not in call.sql):
             return None
         now = utcnow()
         params = {**call.params, "flow_id": flow_id, "step": step.name, "now": now, "final": final,
@@ -209,8 +211,8 @@ def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: b
 
 def _run_locked(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: bool) -> CreateContext:
     """PostgreSQL, for a step that acts outside the database while it holds the flow lock
-    (volume_cast publishes): the lock, the step's action, then its statements, its record and
-    COMMIT, straight on the driver (measured: about a sixth cheaper than the Session path).
+    (volume_cast publishes): the lock, the step's action (its statements run in the same
+    transaction), then its record and COMMIT, straight on the driver (measured: about a sixth cheaper than the Session path).
     Any failure before the commit rolls back."""
     row = step_tx.begin_and_lock(conn, flow_id)
     try:
@@ -224,12 +226,12 @@ def _run_locked(conn: Connection, step: Step, flow_id: str, env: StepEnv, final:
         if state != FlowState.RUNNING.value:
             raise FlowNotRunning(flow_id=flow_id, state=state, step=step.name)
         inject(env, ctx, step.name, "before")
-        provided, statements = step.act(ctx, env)
+        provided = step.act(ctx, env, lambda sql, params: step_tx.execute_in(conn, sql, params))
         inject(env, ctx, step.name, "before_commit")
     except BaseException:
         step_tx.rollback(conn)
         raise
-    step_tx.record_and_commit(conn, flow_id, {**steps, step.name: _record(provided, utcnow())}, final, statements)
+    step_tx.record_and_commit(conn, flow_id, {**steps, step.name: _record(provided, utcnow())}, final)
     out = ctx.merge(provided)
     inject(env, ctx, step.name, "after_commit")
     return out

@@ -73,12 +73,19 @@ def step_connection(engine: Engine) -> Connection:
     held = cache.get(engine)
     if held is not None:
         conn, opened = held
-        if not (conn.closed or conn.invalidated or now - opened > POOL_RECYCLE_SECONDS):
+        if not (conn.closed or conn.invalidated or now - opened > POOL_RECYCLE_SECONDS or _driver_closed(conn)):
             return conn
+        if not (conn.closed or conn.invalidated) and _driver_closed(conn):
+            conn.invalidate()
         conn.close()
     conn = engine.connect()
     cache[engine] = (conn, now)
     return conn
+
+
+def _driver_closed(conn: Connection) -> bool:
+    """The driver connection under `conn` is closed (the server went away between two steps)."""
+    return bool(getattr(conn.connection.driver_connection, "closed", False))
 
 
 def forget_step_connections() -> None:
@@ -109,10 +116,12 @@ def _wrapped(conn: Connection, sql: str, params: dict, exc: Exception) -> DBAPIE
     """A driver error as SQLAlchemy's, the connection invalidated if it broke."""
     import psycopg
 
-    driver = conn.connection.driver_connection
-    broken = driver.broken or driver.closed
-    if broken:
-        conn.invalidate(exc)
+    broken = conn.invalidated
+    if not broken:
+        driver = conn.connection.driver_connection
+        broken = driver.broken or driver.closed
+        if broken:
+            conn.invalidate(exc)
     return DBAPIError.instance(sql, params, exc, psycopg.Error, connection_invalidated=broken)
 
 
@@ -190,8 +199,7 @@ def call_step_function(
         driver.commit()
         return answer
     except BaseException:
-        if not driver.closed:
-            driver.rollback()
+        rollback(conn)
         raise
     finally:
         if not driver.closed:
@@ -214,11 +222,13 @@ def begin_and_lock(conn: Connection, flow_id: str) -> tuple | None:
     except psycopg.Error as exc:
         rollback(conn)
         raise _wrapped(conn, _PG_LOCK_FLOW, params, exc) from exc
+    except BaseException:
+        rollback(conn)
+        raise
 
 
-def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool,
-                      statements: list[tuple[str, dict]] = ()) -> None:
-    """PostgreSQL: the step's own statements, its record, and COMMIT of `begin_and_lock`'s transaction."""
+def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool) -> None:
+    """PostgreSQL: the step's record, and COMMIT of `begin_and_lock`'s transaction."""
     import psycopg
     from psycopg.types.json import Json
 
@@ -227,33 +237,46 @@ def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool,
     params = {"flow_id": flow_id, "steps": Json(steps), "now": utcnow()}
     try:
         with driver.cursor() as cur:
-            for stmt, args in statements:
-                cur.execute(stmt, args)
             cur.execute(sql, params)
         driver.commit()
     except psycopg.Error as exc:
         rollback(conn)
         raise _wrapped(conn, sql, params, exc) from exc
+    except BaseException:
+        rollback(conn)
+        raise
+
+
+def execute_in(conn: Connection, sql: str, params: dict) -> None:
+    """PostgreSQL: one statement inside `begin_and_lock`'s transaction (errors as SQLAlchemy's;
+    the caller rolls back)."""
+    _driver_execute(conn, sql, params, fetch=False)
 
 
 def _idle(conn: Connection):
     """The psycopg connection under `conn`, with no transaction left open (a step never leaves
-    one, but a failed rollback could: start clean rather than inherit it)."""
+    one, but start clean rather than inherit it). A connection that cannot be rolled back is
+    invalidated and the error comes out as SQLAlchemy's (the step is retried on a new one)."""
+    import psycopg
     from psycopg.pq import TransactionStatus
 
     driver = conn.connection.driver_connection
     if driver.info.transaction_status != TransactionStatus.IDLE:
-        driver.rollback()
+        try:
+            driver.rollback()
+        except psycopg.Error as exc:
+            raise _wrapped(conn, "ROLLBACK", {}, exc) from exc
     return driver
 
 
 def rollback(conn: Connection) -> None:
-    """End the open driver transaction, if the connection still works."""
+    """End the open driver transaction. If that fails the connection is broken: it is
+    invalidated, so the next step gets another, and the caller's own error goes on."""
     import psycopg
 
-    driver = conn.connection.driver_connection
-    if not (driver.closed or driver.broken):
-        try:
-            driver.rollback()
-        except psycopg.Error:  # the connection broke: the caller's error invalidates it
-            pass
+    if conn.invalidated:
+        return
+    try:
+        conn.connection.driver_connection.rollback()
+    except psycopg.Error as exc:
+        conn.invalidate(exc)

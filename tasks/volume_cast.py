@@ -15,7 +15,7 @@ Redelivery: the message is published before this step's record commits, under th
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -125,13 +125,13 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
 _SET_HOST = "UPDATE volumes SET host = %(host)s, scheduled_at = %(now)s WHERE id = %(volume_id)s"
 
 
-def act(ctx: CreateContext, env: StepEnv) -> tuple[dict[str, Any], list[tuple[str, dict]]]:
-    """PostgreSQL, under the flow lock (tasks/runner._run_locked): publish the cast; return the
-    result to record and the statement that pins the volume to its backend (they commit together)."""
+def act(ctx: CreateContext, env: StepEnv, execute: Callable[[str, dict], None]) -> dict[str, Any]:
+    """PostgreSQL, under the flow lock (tasks/runner._run_locked): pin the volume to its backend
+    (`execute` runs in the step's transaction), publish the cast; return the result to record."""
     backend, message = _route(ctx, env)
-    provided = _publish(ctx, env, message)
-    statements = [(_SET_HOST, {"host": backend, "now": utcnow(), "volume_id": ctx.volume_id})] if backend else []
-    return provided, statements
+    if backend:
+        execute(_SET_HOST, {"host": backend, "now": utcnow(), "volume_id": ctx.volume_id})
+    return _publish(ctx, env, message)
 
 
 def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:

@@ -242,9 +242,9 @@ def test_worker_consumes_the_step_and_compensate_queues(database_url, redis_clie
 
 def test_step_workers_default_to_four_children_per_cpu():
     from workers.app import celery_config
-    from workers.settings import Settings
+    from workers.settings import Settings, cpu_count
 
-    assert celery_config(Settings(worker_concurrency=None))["worker_concurrency"] == 4 * (os.cpu_count() or 1)
+    assert celery_config(Settings(worker_concurrency=None))["worker_concurrency"] == min(4 * cpu_count(), 16)
     assert celery_config(Settings(worker_concurrency=3))["worker_concurrency"] == 3
 
 

@@ -212,3 +212,41 @@ def test_an_encrypted_type_creates_its_key_in_the_steps_transaction(db, project,
         assert key_id and s.get(EncryptionKey, key_id) is not None
         assert s.get(Volume, ctx.volume_id).encryption_key_id == key_id
     check_invariant(project)
+
+
+def test_a_refusal_found_without_the_lock_is_decided_under_it(db, project, monkeypatch, check_invariant):
+    """A copy of extract_volume_request that read the flow before the other copy recorded it, and
+    whose own validation now fails (the type was deleted meanwhile), replays the record instead of
+    failing a healthy flow."""
+    from models.volume_type import VolumeType
+
+    vtype = factories.volume_type(db)
+    env = _env(True)
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1, volume_type=vtype.name)
+    conn = step_tx.step_connection(engine_of(db))
+    with step_tx.autocommit(conn):
+        stale = step_tx.read_flow(conn, ctx.flow_id)
+    first = run_step(db, EXTRACT, ctx.flow_id, env)
+    with db() as s, s.begin():
+        s.get(VolumeType, vtype.id).deleted = True
+    monkeypatch.setattr(step_tx, "read_flow", lambda conn, flow_id: stale)
+    second = run_step(db, EXTRACT, ctx.flow_id, env)
+    assert second.spec == first.spec
+    with db() as s:
+        assert s.get(FlowRun, ctx.flow_id).state == "running"
+
+
+def test_a_step_connection_closed_between_steps_is_replaced(db, project, check_invariant):
+    env = _env(True)
+    _warm(db, project, env)
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    for i, step in enumerate(STEPS):
+        conn = step_tx.step_connection(engine_of(db))
+        if i % 2:
+            conn.connection.driver_connection.close()  # the server went away between two steps
+        else:
+            conn.connection.driver_connection.execute("SELECT 1")  # a transaction left open
+        run_step(db, step, ctx.flow_id, env, final=step is STEPS[-1])
+    with db() as s:
+        assert s.get(FlowRun, ctx.flow_id).state == "succeeded"
+    check_invariant(project)

@@ -6,12 +6,10 @@ Operators may run `celery -A workers.app worker -Q volchain.steps,volchain.compe
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 
 from workers import redis_transport
-from workers.settings import CHILDREN_PER_CPU, Settings, get_settings
+from workers.settings import Settings, default_worker_concurrency, get_settings
 
 redis_transport.install()
 
@@ -20,10 +18,10 @@ TASK_MODULES = ["workers.steps"]
 
 def worker_concurrency(settings: Settings) -> int:
     """Pool size a step worker gets unless -c says otherwise: VOLCHAIN_WORKER_CONCURRENCY, else four
-    per CPU. A step spends much of its time waiting on PostgreSQL while its child can do nothing
-    else; measured on 2 CPUs (bench/chain_throughput.py, events off): 2 children ran about 39
-    creates/s, 4 about 45, 6 about 57, 8 about 63 (see bench/README.md)."""
-    return settings.worker_concurrency or CHILDREN_PER_CPU * (os.cpu_count() or 1)
+    per CPU, at most MAX_DEFAULT_CHILDREN (each child keeps a database connection). A step spends
+    much of its time waiting on PostgreSQL while its child can do nothing else; bench/README.md
+    has the measured effect of the pool size."""
+    return settings.worker_concurrency or default_worker_concurrency()
 
 
 def celery_config(settings: Settings) -> dict:

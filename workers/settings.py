@@ -6,6 +6,8 @@ environment; the worker and CLI layers pass values down from here.
 
 from __future__ import annotations
 
+import os
+
 from functools import lru_cache
 
 from pydantic import Field
@@ -15,8 +17,22 @@ EMBEDDED_DATABASE_URL = "sqlite:///volchain.db"
 EMBEDDED_BROKER_URL = "memory://localhost/"
 
 
-# Step workers run four pool children per CPU unless told otherwise (workers/app.worker_concurrency).
+# Step workers run four pool children per CPU, at most 16, unless told otherwise
+# (workers/app.worker_concurrency). Each child keeps one PostgreSQL connection.
 CHILDREN_PER_CPU = 4
+MAX_DEFAULT_CHILDREN = 16
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (a container's cpuset, not the host's count, where Linux says)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_worker_concurrency() -> int:
+    return min(CHILDREN_PER_CPU * cpu_count(), MAX_DEFAULT_CHILDREN)
 
 
 class Settings(BaseSettings):
@@ -36,8 +52,8 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int | None = Field(
         None, ge=1,
-        description="Pool children (or threads) per step worker; unset: four per CPU, since a step spends "
-        "much of its time waiting on PostgreSQL (each child keeps one database connection).",
+        description="Pool children (or threads) per step worker; unset: four per CPU, at most 16, since a "
+        "step spends much of its time waiting on PostgreSQL (each child keeps one database connection).",
     )
     db_pool_size: int = Field(5, description="Connections kept per process in the SQLAlchemy pool (a worker "
                               "thread keeps one for its steps; a threads-pool worker raises it to its -c).")

@@ -18,7 +18,8 @@ and, for the quota steps, an outcome the caller turns into Cinder's error (nothi
     overflow      `resource` would pass INT_MAX (QuotaUsageOverflow)
     over          some limit is exceeded (`limits`, `usages`: the caller builds OverQuota)
     expired       a reservation to commit is no longer pending (ReservationExpired)
-    slow          a usage row is missing or due a refresh: run the Python path instead
+    slow          the Python path must do it: a usage row is missing or due a refresh
+                  (reserve), or two reservations share a usage row (commit)
 
 Lock order is the engine's: flow row, then usage rows by id, then reservations.
 
@@ -63,8 +64,9 @@ BEGIN
     -- them (a request's metadata is inserted and shown in the order it was given).
     -- plpgsql, not sql: its statement plans are kept for the session, an sql function's are not.
     UPDATE flow_runs
-    SET steps = (SELECT json_object_agg(e.key, e.value)
-                 FROM (SELECT key, value FROM json_each(steps) UNION ALL SELECT p_step, p_record) AS e),
+    SET steps = (SELECT json_object_agg(e.key, e.value ORDER BY e.n)
+                 FROM (SELECT key, value, n FROM json_each(steps) WITH ORDINALITY AS r(key, value, n)
+                       UNION ALL SELECT p_step, p_record, 9223372036854775807) AS e),
         progress_at = p_now,
         state = CASE WHEN p_final THEN 'succeeded' ELSE state END,
         finished_at = CASE WHEN p_final THEN p_now ELSE finished_at END
@@ -128,7 +130,9 @@ DECLARE
     ids int[];
     in_use bigint[];
     reserved bigint[];
-    stale boolean;
+    u record;
+    pos int;
+    found_rows int := 0;
     over boolean := false;
 BEGIN
     claim := volchain_claim_step(p_flow_id, p_step);
@@ -146,15 +150,25 @@ BEGIN
         RETURN json_build_object('status', 'per_volume', 'limit', limits[n + 1]);
     END IF;
 
-    -- Lock the usage rows in id order, then read them (this statement sees what the lock waited for).
-    PERFORM 1 FROM quota_usages
-    WHERE project_id = p_project_id AND resource = ANY(p_resources) ORDER BY id FOR UPDATE;
-    SELECT array_agg(u.id ORDER BY d.i), array_agg(u.in_use ORDER BY d.i), array_agg(u.reserved ORDER BY d.i),
-           bool_or(u.id IS NULL OR u.in_use < 0 OR u.until_refresh IS NOT NULL)
-    INTO ids, in_use, reserved, stale
-    FROM unnest(p_resources) WITH ORDINALITY AS d(resource, i)
-    LEFT JOIN quota_usages u ON u.project_id = p_project_id AND u.resource = d.resource;
-    IF stale THEN
+    -- Lock and read the usage rows in one statement, in id order (what is read is what is locked).
+    ids := array_fill(NULL::int, ARRAY[n]);
+    in_use := array_fill(NULL::bigint, ARRAY[n]);
+    reserved := array_fill(NULL::bigint, ARRAY[n]);
+    FOR u IN
+        SELECT q.id, q.resource, q.in_use AS used, q.reserved AS held, q.until_refresh FROM quota_usages AS q
+        WHERE q.project_id = p_project_id AND q.resource = ANY(p_resources)
+        ORDER BY q.id FOR UPDATE
+    LOOP
+        IF u.used < 0 OR u.until_refresh IS NOT NULL THEN
+            RETURN json_build_object('status', 'slow');
+        END IF;
+        pos := array_position(p_resources, u.resource::text);
+        ids[pos] := u.id;
+        in_use[pos] := u.used;
+        reserved[pos] := u.held;
+        found_rows := found_rows + 1;
+    END LOOP;
+    IF found_rows < n THEN
         RETURN json_build_object('status', 'slow');
     END IF;
 
