@@ -116,6 +116,17 @@ def _lock_flow(conn: Connection, flow_id: str) -> tuple[str, dict, CreateContext
     return _context(flow_id, row)
 
 
+def _recorded(flow_id: str, step: Step, state: str, steps: dict) -> bool:
+    """True when the step is recorded already (the caller replays it); FlowNotRunning when the
+    flow is compensating or finished; False when the step may run."""
+    if step.name in steps:
+        log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
+        return True
+    if state != FlowState.RUNNING.value:
+        raise FlowNotRunning(flow_id=flow_id, state=state, step=step.name)
+    return False
+
+
 def _context(flow_id: str, row: tuple) -> tuple[str, dict, CreateContext]:
     state, steps, volume_id, project_id, user_id, request, caller = row
     steps = steps or {}
@@ -140,11 +151,8 @@ def run_step(
             return _run_locked(conn, step, flow_id, env, final)
     with conn.begin():
         state, steps, ctx = _lock_flow(conn, flow_id)
-        if step.name in steps:
-            log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
+        if _recorded(flow_id, step, state, steps):
             return ctx
-        if state != FlowState.RUNNING.value:
-            raise FlowNotRunning(flow_id=flow_id, state=state, step=step.name)
         inject(env, ctx, step.name, "before")
         # A Session on the step's connection, for the lookups that load ORM rows; it joins the
         # connection's transaction and never commits on its own.
@@ -172,11 +180,8 @@ def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: b
         if row is None:
             raise errors.FlowNotFound(flow_id=flow_id)
         state, steps, ctx = _context(flow_id, row)
-        if step.name in steps:
-            log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
+        if _recorded(flow_id, step, state, steps):
             return ctx
-        if state != FlowState.RUNNING.value:
-            raise FlowNotRunning(flow_id=flow_id, state=state, step=step.name)
         inject(env, ctx, step.name, "before")
         try:
             call = step.prepare_call(conn, ctx, env)
@@ -219,12 +224,9 @@ def _run_locked(conn: Connection, step: Step, flow_id: str, env: StepEnv, final:
         if row is None:
             raise errors.FlowNotFound(flow_id=flow_id)
         state, steps, ctx = _context(flow_id, row)
-        if step.name in steps:
-            log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
+        if _recorded(flow_id, step, state, steps):
             step_tx.rollback(conn)
             return ctx
-        if state != FlowState.RUNNING.value:
-            raise FlowNotRunning(flow_id=flow_id, state=state, step=step.name)
         inject(env, ctx, step.name, "before")
         provided = step.act(ctx, env, lambda sql, params: step_tx.execute_in(conn, sql, params))
         inject(env, ctx, step.name, "before_commit")

@@ -207,44 +207,44 @@ def call_step_function(
 
 
 
-def begin_and_lock(conn: Connection, flow_id: str) -> tuple | None:
-    """PostgreSQL: begin a transaction and lock the flow row, on the driver alone (no SQLAlchemy
-    transaction, no Session). The transaction stays open for `record_and_commit`, or `rollback`.
-    Returns what `lock_flow` does. (Pipeline mode, to send BEGIN with the lock, measured slower.)"""
+@contextmanager
+def _rolled_back_on_error(conn: Connection, sql: str, params: dict) -> Iterator[None]:
+    """Any error in the block rolls the open transaction back; a driver error comes out as
+    SQLAlchemy's (see _driver_execute)."""
     import psycopg
 
-    driver = _idle(conn)
-    params = {"flow_id": flow_id}
     try:
-        with driver.cursor() as cur:
-            cur.execute(_PG_LOCK_FLOW, params)  # not in autocommit: psycopg sends BEGIN first
-            return cur.fetchone()
-    except psycopg.Error as exc:
-        rollback(conn)
-        raise _wrapped(conn, _PG_LOCK_FLOW, params, exc) from exc
-    except BaseException:
-        rollback(conn)
-        raise
-
-
-def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool) -> None:
-    """PostgreSQL: the step's record, and COMMIT of `begin_and_lock`'s transaction."""
-    import psycopg
-    from psycopg.types.json import Json
-
-    driver = conn.connection.driver_connection
-    sql = _PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP
-    params = {"flow_id": flow_id, "steps": Json(steps), "now": utcnow()}
-    try:
-        with driver.cursor() as cur:
-            cur.execute(sql, params)
-        driver.commit()
+        yield
     except psycopg.Error as exc:
         rollback(conn)
         raise _wrapped(conn, sql, params, exc) from exc
     except BaseException:
         rollback(conn)
         raise
+
+
+def begin_and_lock(conn: Connection, flow_id: str) -> tuple | None:
+    """PostgreSQL: begin a transaction and lock the flow row, on the driver alone (no SQLAlchemy
+    transaction, no Session). The transaction stays open for `record_and_commit`, or `rollback`.
+    Returns what `lock_flow` does. (Pipeline mode, to send BEGIN with the lock, measured slower.)"""
+    driver = _idle(conn)
+    params = {"flow_id": flow_id}
+    with _rolled_back_on_error(conn, _PG_LOCK_FLOW, params), driver.cursor() as cur:
+        cur.execute(_PG_LOCK_FLOW, params)  # not in autocommit: psycopg sends BEGIN first
+        return cur.fetchone()
+
+
+def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool) -> None:
+    """PostgreSQL: the step's record, and COMMIT of `begin_and_lock`'s transaction."""
+    from psycopg.types.json import Json
+
+    driver = conn.connection.driver_connection
+    sql = _PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP
+    params = {"flow_id": flow_id, "steps": Json(steps), "now": utcnow()}
+    with _rolled_back_on_error(conn, sql, params):
+        with driver.cursor() as cur:
+            cur.execute(sql, params)
+        driver.commit()
 
 
 def execute_in(conn: Connection, sql: str, params: dict) -> None:
