@@ -5,7 +5,7 @@
     python bench/chain_throughput.py --latency       # one create at a time: p50/p99 per create
 
 Each configuration gets fresh worker processes started as operators start them
-(`celery -A <app> worker -Q volchain.steps,volchain.compensate -P <pool, prefork> -c <4 x CPUs, at most 16>`, plus `-E` when
+(`celery -A <app> worker -Q volchain.steps,volchain.compensate -P <pool, prefork> -c <4 x CPUs, <= 16>`, plus `-E` when
 VOLCHAIN_TASK_EVENTS is on), and a fresh producer process with the same environment (the producer
 sends task-sent events when events are on, as the API does). The baseline (`bench/noop_chain.py`)
 uses the same `celery_config`, queues and worker command; its tasks do nothing.

@@ -78,8 +78,8 @@ def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall
     row = _row(ctx)
     row["created_at"] = row["created_at"].isoformat()
     metadata = (ctx.spec or {}).get("metadata") or {}
-    return StepCall(_CALL, {"volume": jsonb_param(row), "meta_keys": list(metadata), "meta_values": list(metadata.values())},
-                    {"created": True})
+    params = {"volume": jsonb_param(row), "meta_keys": list(metadata), "meta_values": list(metadata.values())}
+    return StepCall(_CALL, params, {"created": True})
 
 
 def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:

@@ -3,6 +3,11 @@
 A step's effect and its record (on the flow row) commit in one transaction, under a lock on the
 flow row. A redelivered step finds its record and returns it, without repeating the effect.
 Compensation reads only the log, so any worker can run it again after a crash.
+
+Three ways to run a step, one contract: the transactional path (SQLite, and any flow a step
+function hands back), and on PostgreSQL the one-call path (`_run_call`: the step's function does
+lock, check, effect and record in one statement) and the driver path for volume_cast
+(`_run_locked`: it publishes while it holds the lock).
 """
 
 from __future__ import annotations
@@ -217,8 +222,8 @@ def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: b
 def _run_locked(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: bool) -> CreateContext:
     """PostgreSQL, for a step that acts outside the database while it holds the flow lock
     (volume_cast publishes): the lock, the step's action (its statements run in the same
-    transaction), then its record and COMMIT, straight on the driver (measured: about a sixth cheaper than the Session path).
-    Any failure before the commit rolls back."""
+    transaction), then its record and COMMIT, straight on the driver (measured: about a sixth
+    cheaper than the Session path). Any failure before the commit rolls back."""
     row = step_tx.begin_and_lock(conn, flow_id)
     try:
         if row is None:

@@ -46,7 +46,9 @@ _PG_LOCK_FLOW = (
     "SELECT state, steps, volume_id, project_id, user_id, request, caller FROM flow_runs WHERE id = %(flow_id)s "
     "FOR UPDATE"
 )
-_PG_READ_FLOW = "SELECT state, steps, volume_id, project_id, user_id, request, caller FROM flow_runs WHERE id = %(flow_id)s"
+_PG_READ_FLOW = (
+    "SELECT state, steps, volume_id, project_id, user_id, request, caller FROM flow_runs WHERE id = %(flow_id)s"
+)
 _PG_RECORD_STEP = "UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s WHERE id = %(flow_id)s"
 _PG_RECORD_FINAL_STEP = (
     f"UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s, state = '{FlowState.SUCCEEDED.value}', "
