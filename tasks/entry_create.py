@@ -19,7 +19,6 @@ from models import utcnow
 from models.flow_log import FlowRun
 from models.volume import Volume, VolumeMetadata, VolumeStatus
 from tasks.context import CreateContext
-from tasks import errors
 from tasks.runner import StepCall, StepEnv
 from tasks.step_tx import jsonb_param
 
@@ -80,10 +79,6 @@ def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall
     metadata = (ctx.spec or {}).get("metadata") or {}
     params = {"volume": jsonb_param(row), "meta_keys": list(metadata), "meta_values": list(metadata.values())}
     return StepCall(_CALL, params, {"created": True})
-
-
-def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:
-    raise errors.VolchainError(f"entry_create: unexpected answer {answer['status']!r} from the database")
 
 
 def error_out(session: Session, volume_id: str, reason: str) -> None:

@@ -290,10 +290,6 @@ def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall
     return StepCall(_CALL, {}, provided)
 
 
-def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:
-    raise errors.VolchainError(f"{name}: unexpected answer {answer['status']!r} from the database")
-
-
 def _extract_size(size: Any, snap: Snapshot | None, source: Volume | None) -> int:
     if not size:
         if source is not None:

@@ -51,13 +51,8 @@ def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall
 
 
 def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:
-    """ReservationExpired; returns for `slow` (two reservations on one usage row: the Python
-    engine settles them in order)."""
     if answer["status"] == "expired":
         raise ReservationExpired(volume_id=ctx.volume_id)
-    if answer["status"] == "slow":
-        return
-    raise errors.VolchainError(f"quota_commit: unexpected answer {answer['status']!r} from the database")
 
 
 def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:

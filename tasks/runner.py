@@ -74,7 +74,7 @@ class Step(Protocol):
 
     # Optional, PostgreSQL only. A step whose effect is in the database, as one call (_run_call):
     # def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall | None: ...
-    # def on_status(answer: dict, ctx: CreateContext, call: StepCall) -> None: ...
+    # def on_status(answer: dict, ctx: CreateContext, call: StepCall) -> None: ...  (raises its errors)
     # A step that acts outside the database under the flow lock (_run_locked):
     # def act(ctx: CreateContext, env: StepEnv, execute: Callable[[str, dict], None]) -> dict: ...
 
@@ -199,10 +199,8 @@ def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: b
         now = utcnow()
         params = {**call.params, "flow_id": flow_id, "step": step.name, "now": now, "final": final,
                   "record": step_tx.json_param(_record(call.provided, now))}
-        hook = None
-        if injects(env, ctx, step.name, "before_commit"):
-            def hook() -> None:
-                inject(env, ctx, step.name, "before_commit")
+        hook = (lambda: inject(env, ctx, step.name, "before_commit")) if injects(
+            env, ctx, step.name, "before_commit") else None
         answer = step_tx.call_step_function(conn, call.sql, params, hook)
     status = answer["status"]
     if status == "done":
@@ -215,8 +213,11 @@ def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: b
         raise FlowNotRunning(flow_id=flow_id, state=answer["state"], step=step.name)
     if status == "missing":
         raise errors.FlowNotFound(flow_id=flow_id)
-    step.on_status(answer, ctx, call)  # raises the step's own error, or returns: transactional path
-    return None
+    if status == "slow":
+        return None  # nothing was done: the transactional path does it
+    if hasattr(step, "on_status"):
+        step.on_status(answer, ctx, call)  # raises the step's own error for its own answers
+    raise errors.VolchainError(f"{step.name}: unexpected answer {status!r} from the database")
 
 
 def _run_locked(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: bool) -> CreateContext:

@@ -229,24 +229,16 @@ def begin_and_lock(conn: Connection, flow_id: str) -> tuple | None:
     """PostgreSQL: begin a transaction and lock the flow row, on the driver alone (no SQLAlchemy
     transaction, no Session). The transaction stays open for `record_and_commit`, or `rollback`.
     Returns what `lock_flow` does. (Pipeline mode, to send BEGIN with the lock, measured slower.)"""
-    driver = _idle(conn)
-    params = {"flow_id": flow_id}
-    with _rolled_back_on_error(conn, _PG_LOCK_FLOW, params), driver.cursor() as cur:
-        cur.execute(_PG_LOCK_FLOW, params)  # not in autocommit: psycopg sends BEGIN first
-        return cur.fetchone()
+    _idle(conn)
+    with _rolled_back_on_error(conn, _PG_LOCK_FLOW, {"flow_id": flow_id}):
+        return lock_flow(conn, flow_id)  # not in autocommit: psycopg sends BEGIN first
 
 
 def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool) -> None:
     """PostgreSQL: the step's record, and COMMIT of `begin_and_lock`'s transaction."""
-    from psycopg.types.json import Json
-
-    driver = conn.connection.driver_connection
-    sql = _PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP
-    params = {"flow_id": flow_id, "steps": Json(steps), "now": utcnow()}
-    with _rolled_back_on_error(conn, sql, params):
-        with driver.cursor() as cur:
-            cur.execute(sql, params)
-        driver.commit()
+    with _rolled_back_on_error(conn, "COMMIT", {}):
+        record_step(conn, flow_id, steps, final)
+        conn.connection.driver_connection.commit()
 
 
 def execute_in(conn: Connection, sql: str, params: dict) -> None:
