@@ -12,6 +12,10 @@ Step states: `done` (the effect committed with the record) and `reverted` (its c
 committed with the update). A step is never recorded without its effect, nor the reverse.
 Keeping the records on the flow row means the one `SELECT ... FOR UPDATE` that serialises a
 flow's steps also returns their records, as of the latest commit.
+
+`FlowRun.plans` (PostgreSQL only): step name -> {"params", "provided"}, the inputs of a later
+step's call and the result it records, written by extract_volume_request with its own record,
+so that step is one statement with no read before it (tasks/runner._run_planned).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class FlowRun(Base):
     caller: Mapped[dict | None]  # roles and is_admin of who submitted: enough to resume from the log
     error: Mapped[dict | None]
     steps: Mapped[dict] = mapped_column(default=dict)
+    # PostgreSQL: the calls extract_volume_request prepared for the steps after it (migration 0005).
+    plans: Mapped[dict | None]
     failed_step: Mapped[str | None] = mapped_column(String(64))
     root_task_id: Mapped[str | None] = mapped_column(String(36))
     compensation_attempts: Mapped[int] = mapped_column(default=0)

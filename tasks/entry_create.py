@@ -71,14 +71,28 @@ _CALL = (
 )
 
 
-def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall:
-    """PostgreSQL: the same row and metadata as `run`, as one call (columns not given are NULL,
-    as they are when `run` inserts the row)."""
-    row = _row(ctx)
-    row["created_at"] = row["created_at"].isoformat()
+def _params(ctx: CreateContext) -> dict[str, Any]:
+    """The one-call inputs: the row (columns not given are NULL, as they are when `run` inserts
+    it) and the metadata, in order."""
+    row = {k: v for k, v in _row(ctx).items() if v is not None}
     metadata = (ctx.spec or {}).get("metadata") or {}
-    params = {"volume": jsonb_param(row), "meta_keys": list(metadata), "meta_values": list(metadata.values())}
+    return {"volume": row, "meta_keys": list(metadata), "meta_values": list(metadata.values())}
+
+
+def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall:
+    """PostgreSQL: the same row and metadata as `run`, as one call."""
+    params = _params(ctx)
+    params["volume"]["created_at"] = params["volume"]["created_at"].isoformat()
+    params["volume"] = jsonb_param(params["volume"])
     return StepCall(_CALL, params, {"created": True})
+
+
+def plan(ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+    """PostgreSQL: the same call, planned by extract_volume_request (migration 0005); the row's
+    created_at is when the step runs."""
+    params = _params(ctx)
+    del params["volume"]["created_at"]
+    return {"params": params, "provided": {"created": True}}
 
 
 def error_out(session: Session, volume_id: str, reason: str) -> None:

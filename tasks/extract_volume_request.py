@@ -3,7 +3,8 @@
 Requires: the raw request (size, name, description, volume_type, snapshot_id, source_volid,
     imageRef/image_id, availability_zone, metadata, scheduler_hints, multiattach)
 Provides: spec (size, volume_type_id/name, sources, availability_zones, encryption_key_id,
-    multiattach, qos_specs, metadata, name, description, bootable, resource_backend)
+    multiattach, qos_specs, metadata, name, description, bootable, resource_backend); on
+    PostgreSQL also the plans of the later steps' calls (`flow_runs.plans`, migration 0005)
 Reversion strategy: delete the encryption key this step created, unless a live volume row
     holds it. Nothing else was written.
 Redelivery: the spec is recorded with the key; a repeat delivery returns the recorded spec.
@@ -31,6 +32,7 @@ from tasks.context import CreateContext
 from tasks.policy import authorize
 from tasks.quota_engine import INT_MAX
 from tasks.runner import NeedsTransaction, StepCall, StepEnv
+from tasks.step_tx import json_param
 
 name = "extract_volume_request"
 
@@ -279,15 +281,33 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     }
 
 
-_CALL = "SELECT volchain_record_step(%(flow_id)s, %(step)s, %(record)s, %(now)s, %(final)s)"
+_CALL = ("SELECT volchain_record_step_and_plans(%(flow_id)s, %(step)s, %(record)s, %(now)s, %(final)s, "
+         "%(plans)s)")
 
 
 def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall:
-    """PostgreSQL: validate with reads in autocommit, then record the spec in one call. A request
-    that needs an encryption key goes the transactional path (NeedsTransaction)."""
+    """PostgreSQL: validate with reads in autocommit, then record the spec, with the plans of the
+    later steps, in one call. A request that needs an encryption key goes the transactional path
+    (NeedsTransaction); its later steps then run unplanned."""
     with Session(bind=conn, info={"read_only": True}) as session:
         provided = run(session, ctx, env)
-    return StepCall(_CALL, {}, provided)
+    return StepCall(_CALL, {"plans": json_param(plans(ctx.merge(provided), env))}, provided)
+
+
+def plans(ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+    """The calls of the later steps that can be prepared now, by step name (migration 0005;
+    tasks/runner._run_planned). A flow with failures to inject (a test facility) plans nothing:
+    the full path injects them."""
+    from tasks.flow import STEPS  # the flow's module imports this one
+
+    if env.failure_injection and ctx.request.get("_inject"):
+        return {}
+    out = {}
+    for step in STEPS:
+        planned = step.plan(ctx, env) if hasattr(step, "plan") else None
+        if planned is not None:
+            out[step.name] = planned
+    return out
 
 
 def _extract_size(size: Any, snap: Snapshot | None, source: Volume | None) -> int:

@@ -50,6 +50,13 @@ def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall
                             "uuids": list(ctx.reservations or [])}, {"committed": True})
 
 
+def plan(ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
+    """PostgreSQL: planned by extract_volume_request (migration 0005). The reservations and
+    resources to commit are read from quota_reserve's record when the step runs, whichever
+    path reserved them; only the result is planned."""
+    return {"provided": {"committed": True}}
+
+
 def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:
     if answer["status"] == "expired":
         raise ReservationExpired(volume_id=ctx.volume_id)

@@ -50,21 +50,39 @@ _CALL = (
 )
 
 
-def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall | None:
-    """PostgreSQL: the same limit check and reservation as `run`, as one call. Usage refreshes
-    (until_refresh, max_age) and a project's first usage rows stay with the Python engine."""
+def _call(ctx: CreateContext, env: StepEnv) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The inputs of the one-call reservation and the result it records; None when the Python
+    engine must reserve (usage refreshes: until_refresh, max_age)."""
     if env.quota.until_refresh or env.quota.max_age:
         return None
     size, deltas = _deltas(ctx)
     names = list(deltas)
-    uuids = [str(uuid.uuid4()) for _ in names]
     defaults = env.quota.defaults
-    return StepCall(_CALL, {
-        "project_id": ctx.project_id, "resources": names, "deltas": list(deltas.values()),
-        "defaults": [defaults.get(n, -1) for n in names], "uuids": uuids,
-        "expire": quota_engine.reservation_deadline(env.quota), "size": size,
-        "per_volume_default": defaults.get("per_volume_gigabytes", -1),
-    }, {"reservations": uuids, "deltas": deltas})
+    params = {"resources": names, "deltas": list(deltas.values()), "defaults": [defaults.get(n, -1) for n in names],
+              "size": size, "per_volume_default": defaults.get("per_volume_gigabytes", -1)}
+    return params, {"reservations": [str(uuid.uuid4()) for _ in names], "deltas": deltas}
+
+
+def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall | None:
+    """PostgreSQL: the same limit check and reservation as `run`, as one call. Usage refreshes
+    (until_refresh, max_age) and a project's first usage rows stay with the Python engine."""
+    call = _call(ctx, env)
+    if call is None:
+        return None
+    params, provided = call
+    return StepCall(_CALL, {**params, "project_id": ctx.project_id, "uuids": provided["reservations"],
+                            "expire": quota_engine.reservation_deadline(env.quota)}, provided)
+
+
+def plan(ctx: CreateContext, env: StepEnv) -> dict[str, Any] | None:
+    """PostgreSQL: the same call, planned by extract_volume_request (migration 0005); the
+    reservations expire `reservation_expire` seconds after the step runs."""
+    expire = env.quota.reservation_expire
+    call = _call(ctx, env)
+    if call is None or not isinstance(expire, int) or isinstance(expire, bool):
+        return None
+    params, provided = call
+    return {"params": {**params, "expire_seconds": expire}, "provided": provided}
 
 
 def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:

@@ -4,9 +4,11 @@ A step's effect and its record (on the flow row) commit in one transaction, unde
 flow row. A redelivered step finds its record and returns it, without repeating the effect.
 Compensation reads only the log, so any worker can run it again after a crash.
 
-Three ways to run a step, one contract: the transactional path (SQLite, and any flow a step
+Four ways to run a step, one contract: the transactional path (SQLite, and any flow a step
 function hands back), and on PostgreSQL the one-call path (`_run_call`: the step's function does
-lock, check, effect and record in one statement) and the driver path for volume_cast
+lock, check, effect and record in one statement, after an unlocked read that builds the call),
+the planned path (`_run_planned`: the same call, prepared by extract_volume_request, with no read
+before it; chain steps that need no context back) and the driver path for volume_cast
 (`_run_locked`: it publishes while it holds the lock).
 """
 
@@ -74,6 +76,8 @@ class Step(Protocol):
 
     # Optional, PostgreSQL only. A step whose effect is in the database, as one call (_run_call):
     # def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall | None: ...
+    # and the same call prepared ahead by extract_volume_request (_run_planned, migration 0005):
+    # def plan(ctx: CreateContext, env: StepEnv) -> dict | None: ...  ({"params", "provided"})
     # def on_status(answer: dict, ctx: CreateContext, call: StepCall) -> None: ...  (raises its errors)
     # A step that acts outside the database under the flow lock (_run_locked):
     # def act(ctx: CreateContext, env: StepEnv, execute: Callable[[str, dict], None]) -> dict: ...
@@ -139,15 +143,19 @@ def _context(flow_id: str, row: tuple) -> tuple[str, dict, CreateContext]:
 
 
 def run_step(
-    factory: sessionmaker[Session], step: Step, flow_id: str, env: StepEnv, final: bool = False
-) -> CreateContext:
+    factory: sessionmaker[Session], step: Step, flow_id: str, env: StepEnv, final: bool = False,
+    context: bool = True,
+) -> CreateContext | None:
     """Run `step` once for this flow: effect + record in one transaction; replay if recorded.
 
-    The step's inputs come from the locked flow row, never from the message that triggered it.
-    Returns the flow's context with this step's result folded in.
+    The step's inputs come from the flow row, never from the message that triggered it.
+    Returns the flow's context with this step's result folded in. With `context=False` (the
+    chain's tasks) a planned step runs without reading the flow row and returns None.
     """
     conn = step_tx.step_connection(engine_of(factory))
     if conn.dialect.name == "postgresql" and env.step_functions:
+        if not context and not final and hasattr(step, "plan") and _run_planned(conn, step, flow_id):
+            return None
         if hasattr(step, "prepare_call"):
             out = _run_call(conn, step, flow_id, env, final)
             if out is not None:
@@ -170,6 +178,31 @@ def run_step(
     out = ctx.merge(provided)
     inject(env, ctx, step.name, "after_commit")
     return out
+
+
+_RUN_PLANNED = "SELECT volchain_run_planned(%(flow_id)s, %(step)s, %(now)s, %(done_at)s)"
+
+
+def _run_planned(conn: Connection, step: Step, flow_id: str) -> bool:
+    """PostgreSQL: run a step extract_volume_request planned (migration 0005) as one call, in
+    autocommit, with no read before it; the function locks and checks the flow row. False when
+    nothing was done and the one-call path must run it: the flow has no plan for this step
+    (`unplanned`), the Python engine must reserve (`slow`), or the quota refused, which that
+    path decides again and turns into Cinder's error."""
+    now = utcnow()
+    with step_tx.autocommit(conn):
+        answer = step_tx.call_step_function(
+            conn, _RUN_PLANNED, {"flow_id": flow_id, "step": step.name, "now": now, "done_at": now.isoformat()})
+    status = answer["status"]
+    if status == "replayed":
+        log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
+    if status in ("done", "replayed"):
+        return True
+    if status == "not_running":
+        raise FlowNotRunning(flow_id=flow_id, state=answer["state"], step=step.name)
+    if status == "missing":
+        raise errors.FlowNotFound(flow_id=flow_id)
+    return False
 
 
 def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: bool) -> CreateContext | None:

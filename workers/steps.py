@@ -40,7 +40,7 @@ def _make_step_task(step):
             flow_id = flow_id["flow_id"]
         rt = get_runtime()
         try:
-            run_step(rt.factory, step, flow_id, rt.env, final=final)
+            run_step(rt.factory, step, flow_id, rt.env, final=final, context=False)
         except FlowNotRunning as exc:
             log.info("%s", exc)
             raise Ignore() from exc  # the flow ended already: stop this copy of the chain quietly

@@ -1,0 +1,124 @@
+"""Planned steps: extract_volume_request prepares the calls of the steps after it
+
+With 0004 each of quota_reserve, entry_create and quota_commit cost two round trips: an
+unlocked read of the flow row, so that Python could build the call, then the call. Every input
+of those calls is known once extract_volume_request has built the request spec, so extract now
+writes them on the flow row (`flow_runs.plans`, in the same statement as its record), and a
+chain step sends one statement, `volchain_run_planned(flow, step, now, done_at)`: the function
+reads the plan and makes the 0004 call with it, which locks and checks the flow row as before.
+
+`plans` maps a step name to {"params": {...}, "provided": {...}}: the call's inputs and the
+step's result to record. quota_commit's reservations and resources are not planned: they are
+read from quota_reserve's record, so a reservation made by the Python engine commits the same.
+
+`volchain_run_planned` answers what the 0004 function answers, or `unplanned` (nothing done)
+when the flow has no plan for the step (flows started before this migration, a failure
+injected into the step, a refresh-configured quota engine): the caller takes the 0004 path.
+
+Revision ID: 0005
+Revises: 0004
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+FUNCTIONS = [
+    # extract_volume_request: its record and the plans of the later steps, in one statement.
+    """
+CREATE OR REPLACE FUNCTION volchain_record_step_and_plans(
+    p_flow_id varchar, p_step text, p_record json, p_now timestamp, p_final boolean, p_plans json
+) RETURNS json LANGUAGE plpgsql AS $$
+DECLARE
+    claim json;
+BEGIN
+    claim := volchain_claim_step(p_flow_id, p_step);
+    IF claim IS NOT NULL THEN
+        RETURN claim;
+    END IF;
+    UPDATE flow_runs SET plans = p_plans WHERE id = p_flow_id;
+    PERFORM volchain_write_record(p_flow_id, p_step, p_record, p_now, p_final);
+    RETURN json_build_object('status', 'done');
+END $$
+""",
+    # A planned step: its 0004 function, called with the plan's inputs. The row is read here
+    # without a lock; the 0004 function locks it and checks state and records again. A plan and
+    # the records of earlier steps never change while the flow is running.
+    """
+CREATE OR REPLACE FUNCTION volchain_run_planned(
+    p_flow_id varchar, p_step text, p_now timestamp, p_done_at text
+) RETURNS json LANGUAGE plpgsql AS $$
+DECLARE
+    f record;
+    plan json;
+    params json;
+    reserve json;
+    rec json;
+BEGIN
+    SELECT project_id, plans -> p_step AS plan, steps -> 'quota_reserve' -> 'result' AS reserve
+    INTO f FROM flow_runs WHERE id = p_flow_id;
+    IF NOT FOUND THEN
+        RETURN json_build_object('status', 'missing');
+    END IF;
+    plan := f.plan;
+    IF plan IS NULL THEN
+        RETURN json_build_object('status', 'unplanned');
+    END IF;
+    params := plan -> 'params';
+    -- The record, as tasks/runner._record writes it (keys in this order).
+    rec := json_build_object('state', 'done', 'result', plan -> 'provided', 'done_at', p_done_at,
+                             'reverted_at', NULL);
+    IF p_step = 'quota_reserve' THEN
+        RETURN volchain_quota_reserve(
+            p_flow_id, p_step, rec, p_now, f.project_id,
+            ARRAY(SELECT json_array_elements_text(params -> 'resources')),
+            ARRAY(SELECT json_array_elements_text(params -> 'deltas')::bigint),
+            ARRAY(SELECT json_array_elements_text(params -> 'defaults')::bigint),
+            ARRAY(SELECT json_array_elements_text(plan -> 'provided' -> 'reservations')),
+            p_now + make_interval(secs => (params ->> 'expire_seconds')::double precision),
+            (params ->> 'size')::bigint,
+            (params ->> 'per_volume_default')::bigint);
+    ELSIF p_step = 'entry_create' THEN
+        RETURN volchain_entry_create(
+            p_flow_id, p_step, rec, p_now,
+            (params -> 'volume')::jsonb || jsonb_build_object('created_at', p_now),
+            ARRAY(SELECT json_array_elements_text(params -> 'meta_keys')),
+            ARRAY(SELECT json_array_elements_text(params -> 'meta_values')));
+    ELSIF p_step = 'quota_commit' THEN
+        reserve := f.reserve;
+        IF reserve IS NULL THEN
+            RETURN json_build_object('status', 'unplanned');  -- nothing reserved: the full path decides
+        END IF;
+        RETURN volchain_quota_commit(
+            p_flow_id, p_step, rec, p_now, f.project_id,
+            ARRAY(SELECT json_object_keys(reserve -> 'deltas')),
+            ARRAY(SELECT json_array_elements_text(reserve -> 'reservations')));
+    END IF;
+    RETURN json_build_object('status', 'unplanned');
+END $$
+""",
+]
+
+SIGNATURES = [
+    "volchain_run_planned(varchar, text, timestamp, text)",
+    "volchain_record_step_and_plans(varchar, text, json, timestamp, boolean, json)",
+]
+
+
+def upgrade() -> None:
+    op.add_column("flow_runs", sa.Column("plans", sa.JSON(), nullable=True))
+    if op.get_bind().dialect.name != "postgresql":
+        return  # SQLite (the embedded default) runs every step in Python
+    for sql in FUNCTIONS:
+        op.execute(sql)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for signature in SIGNATURES:
+            op.execute(f"DROP FUNCTION IF EXISTS {signature}")
+    with op.batch_alter_table("flow_runs") as batch:
+        batch.drop_column("plans")
