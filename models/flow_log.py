@@ -23,7 +23,8 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Index, String, UniqueConstraint
+from sqlalchemy import JSON, Index, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models import Base, utcnow
@@ -66,7 +67,7 @@ class FlowRun(Base):
     error: Mapped[dict | None]
     steps: Mapped[dict] = mapped_column(default=dict)
     # PostgreSQL: the calls extract_volume_request prepared for the steps after it (migration 0005).
-    plans: Mapped[dict | None]
+    plans: Mapped[dict | None] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     failed_step: Mapped[str | None] = mapped_column(String(64))
     root_task_id: Mapped[str | None] = mapped_column(String(36))
     compensation_attempts: Mapped[int] = mapped_column(default=0)

@@ -32,7 +32,7 @@ from tasks.context import CreateContext
 from tasks.policy import authorize
 from tasks.quota_engine import INT_MAX
 from tasks.runner import NeedsTransaction, StepCall, StepEnv
-from tasks.step_tx import json_param
+from tasks.step_tx import jsonb_param
 
 name = "extract_volume_request"
 
@@ -291,7 +291,7 @@ def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall
     (NeedsTransaction); its later steps then run unplanned."""
     with Session(bind=conn, info={"read_only": True}) as session:
         provided = run(session, ctx, env)
-    return StepCall(_CALL, {"plans": json_param(plans(ctx.merge(provided), env))}, provided)
+    return StepCall(_CALL, {"plans": jsonb_param(plans(ctx.merge(provided), env))}, provided)
 
 
 def plans(ctx: CreateContext, env: StepEnv) -> dict[str, Any]:

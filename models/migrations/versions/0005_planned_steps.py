@@ -7,8 +7,9 @@ writes them on the flow row (`flow_runs.plans`, in the same statement as its rec
 chain step sends one statement, `volchain_run_planned(flow, step, now, done_at)`: the function
 reads the plan and makes the 0004 call with it, which locks and checks the flow row as before.
 
-`plans` maps a step name to {"params": {...}, "provided": {...}}: the call's inputs and the
-step's result to record. quota_commit's reservations and resources are not planned: they are
+`plans` (jsonb on PostgreSQL: read by key, never shown, so its key order does not matter) maps
+a step name to {"params": {...}, "provided": {...}}: the call's inputs and the step's result to
+record. quota_commit's reservations and resources are not planned: they are
 read from quota_reserve's record, so a reservation made by the Python engine commits the same.
 
 `volchain_run_planned` answers what the 0004 function answers, or `unplanned` (nothing done)
@@ -20,6 +21,7 @@ Revises: 0004
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0005"
 down_revision = "0004"
@@ -30,7 +32,7 @@ FUNCTIONS = [
     # extract_volume_request: its record and the plans of the later steps, in one statement.
     """
 CREATE OR REPLACE FUNCTION volchain_record_step_and_plans(
-    p_flow_id varchar, p_step text, p_record json, p_now timestamp, p_final boolean, p_plans json
+    p_flow_id varchar, p_step text, p_record json, p_now timestamp, p_final boolean, p_plans jsonb
 ) RETURNS json LANGUAGE plpgsql AS $$
 DECLARE
     claim json;
@@ -53,12 +55,14 @@ CREATE OR REPLACE FUNCTION volchain_run_planned(
 ) RETURNS json LANGUAGE plpgsql AS $$
 DECLARE
     f record;
-    plan json;
-    params json;
+    plan jsonb;
+    params jsonb;
     reserve json;
     rec json;
 BEGIN
-    SELECT project_id, plans -> p_step AS plan, steps -> 'quota_reserve' -> 'result' AS reserve
+    -- steps (json, re-parsed on every access) is read only by the step that needs it.
+    SELECT project_id, plans -> p_step AS plan,
+           CASE WHEN p_step = 'quota_commit' THEN steps -> 'quota_reserve' -> 'result' END AS reserve
     INTO f FROM flow_runs WHERE id = p_flow_id;
     IF NOT FOUND THEN
         RETURN json_build_object('status', 'missing');
@@ -69,24 +73,24 @@ BEGIN
     END IF;
     params := plan -> 'params';
     -- The record, as tasks/runner._record writes it (keys in this order).
-    rec := json_build_object('state', 'done', 'result', plan -> 'provided', 'done_at', p_done_at,
+    rec := json_build_object('state', 'done', 'result', (plan -> 'provided')::json, 'done_at', p_done_at,
                              'reverted_at', NULL);
     IF p_step = 'quota_reserve' THEN
         RETURN volchain_quota_reserve(
             p_flow_id, p_step, rec, p_now, f.project_id,
-            ARRAY(SELECT json_array_elements_text(params -> 'resources')),
-            ARRAY(SELECT json_array_elements_text(params -> 'deltas')::bigint),
-            ARRAY(SELECT json_array_elements_text(params -> 'defaults')::bigint),
-            ARRAY(SELECT json_array_elements_text(plan -> 'provided' -> 'reservations')),
+            ARRAY(SELECT jsonb_array_elements_text(params -> 'resources')),
+            ARRAY(SELECT jsonb_array_elements_text(params -> 'deltas')::bigint),
+            ARRAY(SELECT jsonb_array_elements_text(params -> 'defaults')::bigint),
+            ARRAY(SELECT jsonb_array_elements_text(plan -> 'provided' -> 'reservations')),
             p_now + make_interval(secs => (params ->> 'expire_seconds')::double precision),
             (params ->> 'size')::bigint,
             (params ->> 'per_volume_default')::bigint);
     ELSIF p_step = 'entry_create' THEN
         RETURN volchain_entry_create(
             p_flow_id, p_step, rec, p_now,
-            (params -> 'volume')::jsonb || jsonb_build_object('created_at', p_now),
-            ARRAY(SELECT json_array_elements_text(params -> 'meta_keys')),
-            ARRAY(SELECT json_array_elements_text(params -> 'meta_values')));
+            (params -> 'volume') || jsonb_build_object('created_at', p_now),
+            ARRAY(SELECT jsonb_array_elements_text(params -> 'meta_keys')),
+            ARRAY(SELECT jsonb_array_elements_text(params -> 'meta_values')));
     ELSIF p_step = 'quota_commit' THEN
         reserve := f.reserve;
         IF reserve IS NULL THEN
@@ -104,12 +108,13 @@ END $$
 
 SIGNATURES = [
     "volchain_run_planned(varchar, text, timestamp, text)",
-    "volchain_record_step_and_plans(varchar, text, json, timestamp, boolean, json)",
+    "volchain_record_step_and_plans(varchar, text, json, timestamp, boolean, jsonb)",
 ]
 
 
 def upgrade() -> None:
-    op.add_column("flow_runs", sa.Column("plans", sa.JSON(), nullable=True))
+    op.add_column("flow_runs", sa.Column("plans", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+                                         nullable=True))
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite (the embedded default) runs every step in Python
     for sql in FUNCTIONS:
