@@ -15,6 +15,7 @@ then `ExtractVolumeRequestTask` (2.3). Section numbers refer to spec/cinder-crea
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 from typing import Any
@@ -306,7 +307,8 @@ def plans(ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     for step in STEPS:
         planned = step.plan(ctx, env) if hasattr(step, "plan") else None
         if planned is not None:
-            out[step.name] = planned
+            # The result as JSON text: the record keeps its keys in the order written here.
+            out[step.name] = {**planned, "provided": json.dumps(planned["provided"])}
     return out
 
 

@@ -85,6 +85,12 @@ def plan(ctx: CreateContext, env: StepEnv) -> dict[str, Any] | None:
     return {"params": {**params, "expire_seconds": expire}, "provided": provided}
 
 
+def use_plan(env: StepEnv) -> bool:
+    """Whether this worker may run the planned call: not when its quota engine refreshes usage
+    (the plan was made by whichever worker ran extract_volume_request)."""
+    return not (env.quota.until_refresh or env.quota.max_age)
+
+
 def on_status(answer: dict[str, Any], ctx: CreateContext, call: StepCall) -> None:
     """Cinder's error for a refused reservation."""
     status = answer["status"]

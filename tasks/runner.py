@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, null, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
@@ -78,6 +78,7 @@ class Step(Protocol):
     # def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall | None: ...
     # and the same call prepared ahead by extract_volume_request (_run_planned, migration 0005):
     # def plan(ctx: CreateContext, env: StepEnv) -> dict | None: ...  ({"params", "provided"})
+    # def use_plan(env: StepEnv) -> bool: ...  (may this worker run the planned call; default yes)
     # def on_status(answer: dict, ctx: CreateContext, call: StepCall) -> None: ...  (raises its errors)
     # A step that acts outside the database under the flow lock (_run_locked):
     # def act(ctx: CreateContext, env: StepEnv, execute: Callable[[str, dict], None]) -> dict: ...
@@ -154,9 +155,12 @@ def run_step(
     """
     conn = step_tx.step_connection(engine_of(factory))
     if conn.dialect.name == "postgresql" and env.step_functions:
-        if not context and not final and hasattr(step, "plan") and _run_planned(conn, step, flow_id):
-            return None
-        if hasattr(step, "prepare_call"):
+        planned = None
+        if not context and not final and hasattr(step, "plan") and getattr(step, "use_plan", _always)(env):
+            planned = _run_planned(conn, step, flow_id)
+            if planned in ("done", "replayed"):
+                return None
+        if hasattr(step, "prepare_call") and planned != "slow":
             out = _run_call(conn, step, flow_id, env, final)
             if out is not None:
                 return out
@@ -183,12 +187,18 @@ def run_step(
 _RUN_PLANNED = "SELECT volchain_run_planned(%(flow_id)s, %(step)s, %(now)s, %(done_at)s)"
 
 
-def _run_planned(conn: Connection, step: Step, flow_id: str) -> bool:
+def _always(env: StepEnv) -> bool:
+    return True
+
+
+def _run_planned(conn: Connection, step: Step, flow_id: str) -> str:
     """PostgreSQL: run a step extract_volume_request planned (migration 0005) as one call, in
-    autocommit, with no read before it; the function locks and checks the flow row. False when
-    nothing was done and the one-call path must run it: the flow has no plan for this step
-    (`unplanned`), the Python engine must reserve (`slow`), or the quota refused, which that
-    path decides again and turns into Cinder's error."""
+    autocommit, with no read before it; the function locks and checks the flow row. Returns the
+    answer's status. Only `done` and `replayed` did (or had done) the step; on any other answer
+    nothing was done: `slow` sends it to the transactional path (the Python engine must
+    reserve), and `unplanned` (no plan for this step) or a refusal (`per_volume`, `overflow`,
+    `over`, `expired`: the one-call path decides it again and raises Cinder's error) to the
+    one-call path."""
     now = utcnow()
     with step_tx.autocommit(conn):
         answer = step_tx.call_step_function(
@@ -196,13 +206,11 @@ def _run_planned(conn: Connection, step: Step, flow_id: str) -> bool:
     status = answer["status"]
     if status == "replayed":
         log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
-    if status in ("done", "replayed"):
-        return True
-    if status == "not_running":
+    elif status == "not_running":
         raise FlowNotRunning(flow_id=flow_id, state=answer["state"], step=step.name)
-    if status == "missing":
+    elif status == "missing":
         raise errors.FlowNotFound(flow_id=flow_id)
-    return False
+    return status
 
 
 def _run_call(conn: Connection, step: Step, flow_id: str, env: StepEnv, final: bool) -> CreateContext | None:
@@ -321,6 +329,7 @@ def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], 
             step.revert(session, flow, results, env)
             rec.update(state=StepState.REVERTED.value, reverted_at=now.isoformat())
         flow.steps = recorded
+        flow.plans = null()  # nothing planned runs any more (migration 0005)
         flow.state = FlowState.REVERTED.value
         flow.finished_at = now
         flow.progress_at = now

@@ -8,7 +8,8 @@ uses); elsewhere they are prebuilt Core statements.
 
 One-call path (PostgreSQL, tasks/runner._run_call): in autocommit, read the flow row without a
 lock, then one call of the step's function (migration 0004), which locks, checks, applies and
-records. volume_cast (tasks/runner._run_locked) holds the lock while it publishes, on the driver
+records. Planned path (tasks/runner._run_planned): the same call, prepared by
+extract_volume_request (migration 0005), with no read before it. volume_cast (tasks/runner._run_locked) holds the lock while it publishes, on the driver
 alone: `begin_and_lock`, then `record_and_commit`, each one message (BEGIN with the lock,
 the record with COMMIT).
 
@@ -24,7 +25,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, null, select, update
 from sqlalchemy.exc import DBAPIError
 
 from models import utcnow
@@ -42,7 +43,8 @@ _RECORD_STEP = (
     update(_FLOWS).where(_FLOWS.c.id == bindparam("flow_id"))
     .values(steps=bindparam("steps"), progress_at=bindparam("now"))
 )
-_RECORD_FINAL_STEP = _RECORD_STEP.values(state=FlowState.SUCCEEDED.value, finished_at=bindparam("now"))
+# The final record ends the flow; the plans of its steps are spent (migration 0005).
+_RECORD_FINAL_STEP = _RECORD_STEP.values(state=FlowState.SUCCEEDED.value, finished_at=bindparam("now"), plans=null())
 _PG_LOCK_FLOW = (
     "SELECT state, steps, volume_id, project_id, user_id, request, caller FROM flow_runs WHERE id = %(flow_id)s "
     "FOR UPDATE"
@@ -54,7 +56,7 @@ _PG_BEGIN_AND_LOCK = "BEGIN; " + _PG_LOCK_FLOW
 _PG_RECORD_STEP = "UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s WHERE id = %(flow_id)s"
 _PG_RECORD_FINAL_STEP = (
     f"UPDATE flow_runs SET steps = %(steps)s, progress_at = %(now)s, state = '{FlowState.SUCCEEDED.value}', "
-    "finished_at = %(now)s WHERE id = %(flow_id)s"
+    "finished_at = %(now)s, plans = NULL WHERE id = %(flow_id)s"
 )
 
 _local = threading.local()
@@ -181,8 +183,10 @@ def read_flow(conn: Connection, flow_id: str) -> tuple | None:
 
 @contextmanager
 def autocommit(conn: Connection) -> Iterator[None]:
-    """PostgreSQL: run the block with the step connection in autocommit (each statement its own
-    transaction, no BEGIN/COMMIT round trips); the transactional path gets it back as it was."""
+    """PostgreSQL: run the block with the step connection in autocommit: each statement is its own
+    transaction, and psycopg sends no BEGIN or COMMIT of its own (the cast sends its own, with
+    its statements). A transaction the block leaves open is rolled back; the transactional path
+    gets the connection back as it was."""
     from psycopg.pq import TransactionStatus
 
     driver = _idle(conn)
@@ -249,6 +253,8 @@ def begin_and_lock(conn: Connection, flow_id: str) -> tuple | None:
     import psycopg
 
     driver = conn.connection.driver_connection
+    if not driver.autocommit:
+        raise RuntimeError("begin_and_lock runs inside step_tx.autocommit(conn)")
     params = {"flow_id": flow_id}
     with _rolled_back_on_error(conn, _PG_BEGIN_AND_LOCK, params), psycopg.ClientCursor(driver) as cur:
         cur.execute(_PG_BEGIN_AND_LOCK, params)

@@ -11,6 +11,7 @@ Cinder's errors, the fall-backs, and a step whose flow row changed after it was 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from sqlalchemy import select
@@ -80,7 +81,7 @@ def test_both_paths_leave_the_same_volume_quota_and_records(db, check_invariant)
         _run(db, ctx, env, path=label)
         with db() as s:
             flow = s.get(FlowRun, ctx.flow_id)
-            records = {name: sorted(rec["result"]) for name, rec in flow.steps.items()}
+            records = {name: (list(rec), list(rec["result"])) for name, rec in flow.steps.items()}  # in order
             reserved = flow.steps["quota_reserve"]["result"]
             views[label] = {"volume": _volume_view(db, ctx.volume_id), "usages": _usages(db, project),
                             "state": flow.state, "records": records, "deltas": reserved["deltas"],
@@ -290,7 +291,10 @@ def test_planned_steps_run_without_reading_the_flow(db, project, monkeypatch, ch
     with db() as s:
         flow = s.get(FlowRun, ctx.flow_id)
         assert flow.state == "succeeded"
-        assert flow.steps["quota_reserve"]["result"] == plans["quota_reserve"]["provided"]
+        assert flow.plans is None  # spent
+        reserved = flow.steps["quota_reserve"]["result"]
+        assert reserved == json.loads(plans["quota_reserve"]["provided"])
+        assert list(reserved) == ["reservations", "deltas"]  # the keys in the order Python wrote them
         volume = s.get(Volume, ctx.volume_id)
         assert volume.status == "creating" and volume.size == 2
         assert abs((volume.created_at - flow.created_at).total_seconds()) < 60  # set when the step ran
@@ -337,7 +341,7 @@ def test_commit_takes_the_reservations_quota_reserve_recorded(db, project, monke
     with db() as s:
         flow = s.get(FlowRun, ctx.flow_id)
         recorded = flow.steps["quota_reserve"]["result"]["reservations"]
-        assert recorded != flow.plans["quota_reserve"]["provided"]["reservations"]
+        assert recorded != json.loads(flow.plans["quota_reserve"]["provided"])["reservations"]
     _no_reads(monkeypatch)
     _step(db, COMMIT, ctx, env, "planned")
     monkeypatch.undo()
@@ -346,16 +350,41 @@ def test_commit_takes_the_reservations_quota_reserve_recorded(db, project, monke
 
 
 @pytest.mark.parametrize("plans", [None, {}], ids=["flow-before-0005", "nothing-planned"])
-def test_an_unplanned_step_takes_the_one_call_path(db, project, check_invariant, plans):
+def test_an_unplanned_step_takes_the_one_call_path(db, project, monkeypatch, check_invariant, plans):
     env = _env("planned")
     _warm(db, project, env, "planned")
     ctx = factories.start_flow_directly(db, factories.member(project), size=1)
     _step(db, EXTRACT, ctx, env, "planned")
     with db() as s, s.begin():
         s.get(FlowRun, ctx.flow_id).plans = plans
+    prepared = []
+    for step in (RESERVE, ENTRY, COMMIT):
+        real = step.prepare_call
+        monkeypatch.setattr(step, "prepare_call",
+                            lambda conn, c, e, real=real, name=step.name: prepared.append(name) or real(conn, c, e))
     _run(db, ctx, env, STEPS[1:], path="planned")
+    assert prepared == ["quota_reserve", "entry_create", "quota_commit"]  # each built its own call
     with db() as s:
-        assert s.get(FlowRun, ctx.flow_id).state == "succeeded"
+        flow = s.get(FlowRun, ctx.flow_id)
+        assert flow.state == "succeeded" and list(flow.steps) == [step.name for step in STEPS]
+        assert s.get(Volume, ctx.volume_id).status == "creating"
+    assert _usages(db, project)["volumes"] == (2, 0) and _pending(db, project) == 0
+    check_invariant(project)
+
+
+def test_a_worker_whose_quota_engine_refreshes_usage_does_not_run_a_planned_reservation(db, project, monkeypatch,
+                                                                                       check_invariant):
+    env = _env("planned")
+    _warm(db, project, env, "planned")
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    _step(db, EXTRACT, ctx, env, "planned")  # planned by a worker without refreshes
+    calls = []
+    real = quota_reserve.run
+    monkeypatch.setattr(quota_reserve, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    refreshing = _env("planned", quota=dataclasses.replace(env.quota, until_refresh=5))
+    _step(db, RESERVE, ctx, refreshing, "planned")
+    assert calls == [1]  # the Python engine reserved
+    _run(db, ctx, env, STEPS[2:], path="planned")
     check_invariant(project)
 
 
@@ -366,3 +395,8 @@ def test_a_flow_with_failures_to_inject_is_not_planned(db, project):
     _step(db, EXTRACT, ctx, env, "planned")
     with db() as s:
         assert s.get(FlowRun, ctx.flow_id).plans == {}
+    _step(db, RESERVE, ctx, env, "planned")
+    with pytest.raises(errors.InjectedFailure):
+        _step(db, ENTRY, ctx, env, "planned")  # the full path injects it
+    with db() as s:
+        assert s.get(Volume, ctx.volume_id) is None

@@ -93,3 +93,49 @@ def test_a_driver_error_comes_out_as_sqlalchemys_so_the_step_is_retried(db, proj
         conn.commit()
     with db() as s:
         assert "extract_volume_request" in s.get(FlowRun, ctx.flow_id).steps
+
+
+def _autocommit(db) -> bool:
+    return step_tx.step_connection(engine_of(db)).connection.driver_connection.autocommit
+
+
+@pytest.mark.parametrize("when", [None, "before", "before_commit", "replay", "missing"])
+def test_the_cast_sends_begin_and_commit_itself_and_leaves_the_connection_as_it_found_it(db, project, when):
+    """volume_cast sends `BEGIN; SELECT … FOR UPDATE` and `UPDATE …; COMMIT` as one message each:
+    whatever happens, the transaction is closed and the driver is back out of autocommit (the
+    transactional path relies on psycopg opening its transactions)."""
+    cast = STEPS[-1]
+    inject = {"step": cast.name, "when": when} if when in ("before", "before_commit") else None
+    env = dataclasses.replace(get_runtime().env, failure_injection=True)
+    request = {"_inject": inject} if inject else {}
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1, **request)
+    for step in STEPS[:-1]:
+        run_step(db, step, ctx.flow_id, env)
+    flow_id = "00000000-0000-0000-0000-000000000000" if when == "missing" else ctx.flow_id
+    if inject:
+        with pytest.raises(errors.InjectedFailure):
+            run_step(db, cast, flow_id, env, final=True)
+    elif when == "missing":
+        with pytest.raises(errors.FlowNotFound):
+            run_step(db, cast, flow_id, env, final=True)
+    else:
+        run_step(db, cast, flow_id, env, final=True)
+        if when == "replay":
+            run_step(db, cast, flow_id, env, final=True)
+    assert _status(db) == IDLE and _autocommit(db) is False
+    with db() as s:
+        flow = s.get(FlowRun, ctx.flow_id)
+        assert ("volume_cast" in flow.steps) == (inject is None and when != "missing")
+        assert flow.state == ("running" if inject or when == "missing" else "succeeded")
+
+
+def test_autocommit_rolls_back_a_transaction_its_block_left_open(db, project):
+    conn = step_tx.step_connection(engine_of(db))
+    driver = conn.connection.driver_connection
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    with step_tx.autocommit(conn):
+        step_tx.begin_and_lock(conn, ctx.flow_id)  # a block that never ends its transaction
+        assert _status(db) != IDLE
+    assert _status(db) == IDLE and driver.autocommit is False
+    with pytest.raises(RuntimeError, match="inside step_tx.autocommit"):
+        step_tx.begin_and_lock(conn, ctx.flow_id)

@@ -7,14 +7,17 @@ writes them on the flow row (`flow_runs.plans`, in the same statement as its rec
 chain step sends one statement, `volchain_run_planned(flow, step, now, done_at)`: the function
 reads the plan and makes the 0004 call with it, which locks and checks the flow row as before.
 
-`plans` (jsonb on PostgreSQL: read by key, never shown, so its key order does not matter) maps
-a step name to {"params": {...}, "provided": {...}}: the call's inputs and the step's result to
-record. quota_commit's reservations and resources are not planned: they are
-read from quota_reserve's record, so a reservation made by the Python engine commits the same.
+`plans` (jsonb on PostgreSQL: read by key; cleared when the flow succeeds or is compensated)
+maps a step name to {"params": {...}, "provided": "<json text>"}: the call's inputs and the
+result the step records, kept as text so that the record's keys keep the order Python wrote
+them in, as on the other paths. quota_commit has no params: the reservations and resources it
+commits are read from quota_reserve's record, so a reservation made by the Python engine
+commits the same.
 
 `volchain_run_planned` answers what the 0004 function answers, or `unplanned` (nothing done)
-when the flow has no plan for the step (flows started before this migration, a failure
-injected into the step, a refresh-configured quota engine): the caller takes the 0004 path.
+when the flow has no plan for the step (flows started before this migration, flows with
+failures to inject, a quota engine configured for usage refreshes) or, for quota_commit, no
+quota_reserve record: the caller takes the 0004 path.
 
 Revision ID: 0005
 Revises: 0004
@@ -29,7 +32,8 @@ branch_labels = None
 depends_on = None
 
 FUNCTIONS = [
-    # extract_volume_request: its record and the plans of the later steps, in one statement.
+    # extract_volume_request: its record and the plans of the later steps, in one statement and
+    # one UPDATE of the flow row (the record merged as volchain_write_record merges it).
     """
 CREATE OR REPLACE FUNCTION volchain_record_step_and_plans(
     p_flow_id varchar, p_step text, p_record json, p_now timestamp, p_final boolean, p_plans jsonb
@@ -41,9 +45,25 @@ BEGIN
     IF claim IS NOT NULL THEN
         RETURN claim;
     END IF;
-    UPDATE flow_runs SET plans = p_plans WHERE id = p_flow_id;
-    PERFORM volchain_write_record(p_flow_id, p_step, p_record, p_now, p_final);
+    UPDATE flow_runs
+    SET steps = (SELECT json_object_agg(e.key, e.value ORDER BY e.n)
+                 FROM (SELECT key, value, n FROM json_each(steps) WITH ORDINALITY AS r(key, value, n)
+                       UNION ALL SELECT p_step, p_record, 9223372036854775807) AS e),
+        plans = p_plans,
+        progress_at = p_now,
+        state = CASE WHEN p_final THEN 'succeeded' ELSE state END,
+        finished_at = CASE WHEN p_final THEN p_now ELSE finished_at END
+    WHERE id = p_flow_id;
     RETURN json_build_object('status', 'done');
+END $$
+""",
+    # The elements of a jsonb array as text, in their order (plpgsql: its plan is kept).
+    """
+CREATE OR REPLACE FUNCTION volchain_jsonb_texts(p_array jsonb) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN ARRAY(SELECT e.value FROM jsonb_array_elements_text(p_array) WITH ORDINALITY AS e(value, n)
+                 ORDER BY e.n);
 END $$
 """,
     # A planned step: its 0004 function, called with the plan's inputs. The row is read here
@@ -57,6 +77,7 @@ DECLARE
     f record;
     plan jsonb;
     params jsonb;
+    provided json;
     reserve json;
     rec json;
 BEGIN
@@ -68,20 +89,21 @@ BEGIN
         RETURN json_build_object('status', 'missing');
     END IF;
     plan := f.plan;
-    IF plan IS NULL THEN
+    IF plan IS NULL OR jsonb_typeof(plan) <> 'object' OR jsonb_typeof(plan -> 'provided') <> 'string' THEN
         RETURN json_build_object('status', 'unplanned');
     END IF;
     params := plan -> 'params';
+    provided := (plan ->> 'provided')::json;
     -- The record, as tasks/runner._record writes it (keys in this order).
-    rec := json_build_object('state', 'done', 'result', (plan -> 'provided')::json, 'done_at', p_done_at,
-                             'reverted_at', NULL);
+    rec := json_build_object('state', 'done', 'result', provided, 'done_at', p_done_at, 'reverted_at', NULL);
     IF p_step = 'quota_reserve' THEN
         RETURN volchain_quota_reserve(
             p_flow_id, p_step, rec, p_now, f.project_id,
-            ARRAY(SELECT jsonb_array_elements_text(params -> 'resources')),
-            ARRAY(SELECT jsonb_array_elements_text(params -> 'deltas')::bigint),
-            ARRAY(SELECT jsonb_array_elements_text(params -> 'defaults')::bigint),
-            ARRAY(SELECT jsonb_array_elements_text(plan -> 'provided' -> 'reservations')),
+            volchain_jsonb_texts(params -> 'resources'),
+            volchain_jsonb_texts(params -> 'deltas')::bigint[],
+            volchain_jsonb_texts(params -> 'defaults')::bigint[],
+            ARRAY(SELECT e.value FROM json_array_elements_text(provided -> 'reservations')
+                  WITH ORDINALITY AS e(value, n) ORDER BY e.n),
             p_now + make_interval(secs => (params ->> 'expire_seconds')::double precision),
             (params ->> 'size')::bigint,
             (params ->> 'per_volume_default')::bigint);
@@ -89,17 +111,18 @@ BEGIN
         RETURN volchain_entry_create(
             p_flow_id, p_step, rec, p_now,
             (params -> 'volume') || jsonb_build_object('created_at', p_now),
-            ARRAY(SELECT jsonb_array_elements_text(params -> 'meta_keys')),
-            ARRAY(SELECT jsonb_array_elements_text(params -> 'meta_values')));
+            volchain_jsonb_texts(params -> 'meta_keys'),
+            volchain_jsonb_texts(params -> 'meta_values'));
     ELSIF p_step = 'quota_commit' THEN
         reserve := f.reserve;
-        IF reserve IS NULL THEN
+        IF reserve IS NULL OR json_typeof(reserve) <> 'object' THEN
             RETURN json_build_object('status', 'unplanned');  -- nothing reserved: the full path decides
         END IF;
         RETURN volchain_quota_commit(
             p_flow_id, p_step, rec, p_now, f.project_id,
             ARRAY(SELECT json_object_keys(reserve -> 'deltas')),
-            ARRAY(SELECT json_array_elements_text(reserve -> 'reservations')));
+            ARRAY(SELECT e.value FROM json_array_elements_text(reserve -> 'reservations')
+                  WITH ORDINALITY AS e(value, n) ORDER BY e.n));
     END IF;
     RETURN json_build_object('status', 'unplanned');
 END $$
@@ -108,6 +131,7 @@ END $$
 
 SIGNATURES = [
     "volchain_run_planned(varchar, text, timestamp, text)",
+    "volchain_jsonb_texts(jsonb)",
     "volchain_record_step_and_plans(varchar, text, json, timestamp, boolean, jsonb)",
 ]
 
