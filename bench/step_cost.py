@@ -3,10 +3,12 @@
     python bench/step_cost.py              # 2000 flows, the two paths in alternating blocks of 50
     python bench/step_cost.py --n 200      # quick
 
-No Celery: one thread runs the five steps of each flow in turn (tasks.runner.run_step) on a fresh
-PostgreSQL database, the way a pool child runs them, with a publisher that drops the cast. Blocks of
-flows alternate between the one-call path (VOLCHAIN_STEP_FUNCTIONS on, the default) and the
-transactional path (off), so both see the same machine at nearly the same moments. Printed per step: client CPU
+No Celery: one thread runs the five steps of each flow in turn (tasks.runner.run_step, called as
+the chain's tasks call it) on a fresh PostgreSQL database, the way a pool child runs them, with a
+publisher that drops the cast. Blocks of flows alternate between the one-call path
+(VOLCHAIN_STEP_FUNCTIONS on, the default: quota_reserve, entry_create and quota_commit run the call
+extract_volume_request planned, with no read before it) and the transactional path (off), so both
+see the same machine at nearly the same moments. Printed per step: client CPU
 (this process) and, per flow, the CPU of the PostgreSQL backend the steps use (/proc; only when the
 server is on this machine).
 
@@ -87,7 +89,8 @@ def measure(database_url: str, n: int, warmup: int, block: int) -> dict:
                 flow_id = new_flow()
                 for step in STEPS:
                     started = time.process_time()
-                    run_step(rt.factory, step, flow_id, envs[path], final=step is STEPS[-1])
+                    # As the chain's tasks call it: no context back, so planned steps skip the read.
+                    run_step(rt.factory, step, flow_id, envs[path], final=step is STEPS[-1], context=False)
                     cpu[path][step.name] += time.process_time() - started
             after = pg_cpu([backend])
             if before and after:
