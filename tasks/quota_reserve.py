@@ -53,7 +53,7 @@ _CALL = (
 def _call(ctx: CreateContext, env: StepEnv) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The inputs of the one-call reservation and the result it records; None when the Python
     engine must reserve (usage refreshes: until_refresh, max_age)."""
-    if env.quota.until_refresh or env.quota.max_age:
+    if not use_plan(env):
         return None
     size, deltas = _deltas(ctx)
     names = list(deltas)
@@ -86,8 +86,8 @@ def plan(ctx: CreateContext, env: StepEnv) -> dict[str, Any] | None:
 
 
 def use_plan(env: StepEnv) -> bool:
-    """Whether this worker may run the planned call: not when its quota engine refreshes usage
-    (the plan was made by whichever worker ran extract_volume_request)."""
+    """Whether this worker may reserve in one call, prepared by itself or planned by whichever
+    worker ran extract_volume_request: not when its quota engine refreshes usage."""
     return not (env.quota.until_refresh or env.quota.max_age)
 
 

@@ -156,7 +156,8 @@ def run_step(
     conn = step_tx.step_connection(engine_of(factory))
     if conn.dialect.name == "postgresql" and env.step_functions:
         planned = None
-        if not context and not final and hasattr(step, "plan") and getattr(step, "use_plan", _always)(env):
+        if not context and not final and hasattr(step, "plan") and (
+                not hasattr(step, "use_plan") or step.use_plan(env)):
             planned = _run_planned(conn, step, flow_id)
             if planned in ("done", "replayed"):
                 return None
@@ -185,10 +186,6 @@ def run_step(
 
 
 _RUN_PLANNED = "SELECT volchain_run_planned(%(flow_id)s, %(step)s, %(now)s, %(done_at)s)"
-
-
-def _always(env: StepEnv) -> bool:
-    return True
 
 
 def _run_planned(conn: Connection, step: Step, flow_id: str) -> str:

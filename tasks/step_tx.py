@@ -9,9 +9,10 @@ uses); elsewhere they are prebuilt Core statements.
 One-call path (PostgreSQL, tasks/runner._run_call): in autocommit, read the flow row without a
 lock, then one call of the step's function (migration 0004), which locks, checks, applies and
 records. Planned path (tasks/runner._run_planned): the same call, prepared by
-extract_volume_request (migration 0005), with no read before it. volume_cast (tasks/runner._run_locked) holds the lock while it publishes, on the driver
-alone: `begin_and_lock`, then `record_and_commit`, each one message (BEGIN with the lock,
-the record with COMMIT).
+extract_volume_request (migration 0005), with no read before it. volume_cast
+(tasks/runner._run_locked) holds the lock while it publishes, on the driver alone:
+`begin_and_lock`, then `record_and_commit`, each one message (BEGIN with the lock, the record
+with COMMIT).
 
 Measured and not kept: psycopg pipeline mode, to send BEGIN with the lock and COMMIT with the
 record, cost more client CPU than the round trips it saved (bench/README.md).
@@ -151,14 +152,19 @@ def lock_flow(conn: Connection, flow_id: str) -> tuple | None:
 
 def record_step(conn: Connection, flow_id: str, steps: dict, final: bool) -> None:
     """Write the flow's step records (and, for the final step, its success)."""
-    params = {"flow_id": flow_id, "steps": steps, "now": utcnow()}
     if conn.dialect.name != "postgresql":
+        params = {"flow_id": flow_id, "steps": steps, "now": utcnow()}
         conn.execute(_RECORD_FINAL_STEP if final else _RECORD_STEP, params)
         return
+    _driver_execute(conn, *_pg_record(flow_id, steps, final), fetch=False)
+
+
+def _pg_record(flow_id: str, steps: dict, final: bool) -> tuple[str, dict]:
+    """PostgreSQL: the statement that writes the step records, and its parameters."""
     from psycopg.types.json import Json
 
-    params["steps"] = Json(steps)
-    _driver_execute(conn, _PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP, params, fetch=False)
+    sql = _PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP
+    return sql, {"flow_id": flow_id, "steps": Json(steps), "now": utcnow()}
 
 
 def json_param(value: Any) -> Any:
@@ -265,10 +271,9 @@ def begin_and_lock(conn: Connection, flow_id: str) -> tuple | None:
 def record_and_commit(conn: Connection, flow_id: str, steps: dict, final: bool) -> None:
     """PostgreSQL: the step's record and COMMIT of `begin_and_lock`'s transaction, as one message."""
     import psycopg
-    from psycopg.types.json import Json
 
-    sql = (_PG_RECORD_FINAL_STEP if final else _PG_RECORD_STEP) + "; COMMIT"
-    params = {"flow_id": flow_id, "steps": Json(steps), "now": utcnow()}
+    sql, params = _pg_record(flow_id, steps, final)
+    sql += "; COMMIT"
     with _rolled_back_on_error(conn, sql, params), psycopg.ClientCursor(conn.connection.driver_connection) as cur:
         cur.execute(sql, params)
 
