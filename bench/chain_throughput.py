@@ -3,12 +3,16 @@
     python bench/chain_throughput.py                 # N=1000 per config, events off and on
     python bench/chain_throughput.py --n 200         # quick
     python bench/chain_throughput.py --latency       # one create at a time: p50/p99 per create
+    python bench/chain_throughput.py --floor         # also five tasks that each commit one write
 
 Each configuration gets fresh worker processes started as operators start them
 (`celery -A <app> worker -Q volchain.steps,volchain.compensate -P <pool, prefork> -c <4 x CPUs, <= 16>`, plus `-E` when
 VOLCHAIN_TASK_EVENTS is on), and a fresh producer process with the same environment (the producer
 sends task-sent events when events are on, as the API does). The baseline (`bench/noop_chain.py`)
-uses the same `celery_config`, queues and worker command; its tasks do nothing.
+uses the same `celery_config`, queues and worker command; its tasks do nothing. With `--floor` a
+second reference runs too (`bench/floor_chain.py`): five tasks that each commit one single-row
+UPDATE, the last also pushing a cast-sized message and a notification, the least a create with
+a durable effect per step can cost on these settings.
 
 A create counts as done when its cast is in the `scheduler` queue. Per-flow latency is the submit
 time to the `finished_at` the worker records with the cast (no-op chains: the time their last task
@@ -48,8 +52,8 @@ DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/3"
 QUEUES = "volchain.steps,volchain.compensate"
 GOAL = 0.60  # volchain flows/s >= 60% of the no-op chain's, in both event modes
-APPS = {"noop": "bench.noop_chain", "volchain": "workers.app"}
-LABELS = {"noop": "no-op chain", "volchain": "volchain"}
+APPS = {"noop": "bench.noop_chain", "floor": "bench.floor_chain", "volchain": "workers.app"}
+LABELS = {"noop": "no-op chain", "floor": "floor chain", "volchain": "volchain"}
 # Keys this bench, Celery/kombu and volchain write; anything else in the Redis db is someone else's.
 OUR_KEYS = ("_kombu.", "unacked", "volchain", "scheduler", "volume.", "bench:", "celery")
 RESULT_PREFIX = "RESULT "
@@ -115,6 +119,33 @@ class NoopTarget:
 
     def failures(self) -> str:
         return ""
+
+
+class FloorTarget(NoopTarget):
+    """Chains of five tasks that each commit one UPDATE (bench/floor_chain.py); done = an entry on
+    bench:floor:done. Its PostgreSQL backends are counted like volchain's."""
+
+    kind = "floor"
+
+    def __init__(self) -> None:
+        import psycopg
+
+        from bench import floor_chain
+
+        self.mod = floor_chain
+        self.app = floor_chain.app
+        self.done_key = floor_chain.DONE_KEY
+        self._popped = {}
+        self.conn = psycopg.connect(floor_chain.database_url(), autocommit=True)
+
+    def setup(self) -> None:
+        self.mod.prepare(self.conn)
+
+    def pg_pids(self) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+        return [pid for (pid,) in rows]
 
 
 class VolchainTarget:
@@ -292,7 +323,7 @@ def drive(args) -> None:
     """Child process: measure one configuration against workers the parent started."""
     import redis
 
-    target = NoopTarget() if args.drive == "noop" else VolchainTarget()
+    target = {"noop": NoopTarget, "floor": FloorTarget, "volchain": VolchainTarget}[args.drive]()
     r = redis.Redis.from_url(args.redis)
     wait_for_workers(target.app, args.workers, WORKER_WAIT)
     target.setup()
@@ -430,9 +461,32 @@ def cpu_total(row: dict) -> float | None:
     return None if any(x is None for x in parts) else sum(parts)
 
 
+def round_ratios(results: dict[tuple[str, bool], list[dict]], kind: str, base: str, events: bool) -> list[float]:
+    """flows/s of `kind` over `base`, round by round (each pair ran back to back)."""
+    pairs = zip(results.get((kind, events), []), results.get((base, events), []))
+    return [a["flows_per_s"] / b["flows_per_s"] * 100 for a, b in pairs]
+
+
+def print_round_ratios(results: dict[tuple[str, bool], list[dict]], args) -> None:
+    """The same-round ratios behind the medians: on a box whose speed drifts, each round's pair
+    is measured under the same conditions, the medians of different rounds may not be."""
+    pairs = [("volchain", "noop")] + ([("floor", "noop"), ("volchain", "floor")] if args.floor else [])
+    for events in sorted({ev for _, ev in results}):
+        parts = []
+        for kind, base in pairs:
+            ratios = round_ratios(results, kind, base, events)
+            if ratios:
+                each = ", ".join(f"{r:.0f}%" for r in ratios)
+                median = f" (median {statistics.median(ratios):.0f}%)" if len(ratios) > 1 else ""
+                parts.append(f"{LABELS[kind]} / {LABELS[base]} {each}{median}")
+        if parts:
+            print(f"Same-round ratios, events {'on' if events else 'off'}: " + "; ".join(parts))
+
+
 def print_throughput(rows: list[dict], args) -> bool:
     print()
-    print(f"volchain create chain vs a no-op 5-task chain: N={args.n}, {args.workers} {args.pool} worker(s) "
+    floor = " and the floor chain" if args.floor else ""
+    print(f"volchain create chain vs a no-op 5-task chain{floor}: N={args.n}, {args.workers} {args.pool} worker(s) "
           f"x {args.concurrency}, window {args.window or 'unlimited'}, {args.producers} producer thread(s), "
           f"{os.cpu_count()} CPUs, repeat {args.repeat} (median), {load_note(args)}")
     head = (f"{'config':<26} | {'flows/s':>7} | {'p50 ms':>7} | {'p99 ms':>7} | {'% of baseline':>13} | "
@@ -505,6 +559,8 @@ def parse_args(argv=None):
     p.add_argument("--stall", type=float, default=30.0, help="fail when no flow finishes for this long (s)")
     p.add_argument("--timeout", type=float, default=None, help="most seconds per config (default from N)")
     p.add_argument("--check", action="store_true", help="exit 1 when the throughput goal is not met")
+    p.add_argument("--floor", action="store_true",
+                   help="also run the floor chain (five tasks, one committed UPDATE each; bench/floor_chain.py)")
     p.add_argument("--drive", choices=tuple(APPS), help=argparse.SUPPRESS)
     p.add_argument("--worker-pids", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -551,7 +607,8 @@ def main(argv=None) -> int:
             if args.repeat > 1:
                 log(f"round {rnd + 1}/{args.repeat}")
             for events in modes:
-                for kind in ("noop", "volchain"):  # baseline and volchain back to back, same conditions
+                kinds = ("noop", "volchain", "floor") if args.floor else ("noop", "volchain")
+                for kind in kinds:  # baseline and volchain back to back, same conditions
                     results.setdefault((kind, events), []).append(run_config(kind, events, args, database_url, r, log_dir))
     finally:
         try:
@@ -561,12 +618,13 @@ def main(argv=None) -> int:
             log(f"database {name} dropped")
             shutil.rmtree(log_dir, ignore_errors=True)
     rows = [pick(runs) for runs in results.values()]
-    rows.sort(key=lambda row: (row["events"], row["kind"] != "noop"))
+    rows.sort(key=lambda row: (row["events"], list(APPS).index(row["kind"])))
     args.load = (load_before, os.getloadavg()[0])
     if args.latency:
         print_latency(rows, args)
         return 0
     met = print_throughput(rows, args)
+    print_round_ratios(results, args)
     return 1 if args.check and not met else 0
 
 

@@ -48,15 +48,23 @@ def _last(payload: dict) -> dict:
     return payload
 
 
-TASKS = [
-    app.task(name=f"bench.noop.step{i}", acks_late=True)(_last if i == STEPS else _step)
-    for i in range(1, STEPS + 1)
-]
+def make_tasks(celery: Celery, prefix: str, step, last) -> list:
+    """STEPS tasks named `<prefix>1..5` (late acks, as volchain's steps): `step`, and `last` at the end."""
+    return [celery.task(name=f"{prefix}{i}", acks_late=True)(last if i == STEPS else step)
+            for i in range(1, STEPS + 1)]
+
+
+def chain_of(tasks: list, chain_id: str | None = None) -> Signature:
+    """The tasks in a row, each handing its payload on; the first task id is the chain id (as
+    volchain's flow id)."""
+    chain_id = chain_id or str(uuid.uuid4())
+    sigs = [tasks[0].s({"id": chain_id}).set(task_id=chain_id)] + [task.s() for task in tasks[1:]]
+    return chain(*sigs)
+
+
+TASKS = make_tasks(app, "bench.noop.step", _step, _last)
 
 
 def build_chain(chain_id: str | None = None) -> Signature:
-    """Five no-op tasks in a row; the first task id is the chain id (as volchain's flow id)."""
-    chain_id = chain_id or str(uuid.uuid4())
-    payload = {"id": chain_id}
-    sigs = [TASKS[0].s(payload).set(task_id=chain_id)] + [task.s() for task in TASKS[1:]]
-    return chain(*sigs)
+    """Five no-op tasks in a row."""
+    return chain_of(TASKS, chain_id)
