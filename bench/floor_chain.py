@@ -17,11 +17,10 @@ import time
 import zlib
 
 import psycopg
-import redis
 from celery import Celery
 from celery.canvas import Signature
 
-from bench.noop_chain import STEPS, chain_of, make_tasks
+from bench.noop_chain import chain_of, make_tasks, redis_client
 from workers.app import celery_config
 from workers.settings import get_settings
 
@@ -38,15 +37,7 @@ app = Celery("floor_chain")
 app.conf.update(celery_config(get_settings()))
 
 _CAST = "x" * CAST_BYTES
-_clients: dict[str, tuple[int, object]] = {}
-
-
-def _per_process(name: str, make):
-    """One client per process: pool children must not share their parent's sockets."""
-    held = _clients.get(name)
-    if held is None or held[0] != os.getpid():
-        held = _clients[name] = (os.getpid(), make())
-    return held[1]
+_db: tuple[int, psycopg.Connection] | None = None
 
 
 def database_url() -> str:
@@ -61,8 +52,12 @@ def prepare(conn: psycopg.Connection) -> None:
 
 
 def _write(payload: dict) -> None:
-    db = _per_process("pg", lambda: psycopg.connect(database_url(), autocommit=True))
-    db.execute(UPDATE, (zlib.crc32(payload["id"].encode()) % ROWS + 1,))
+    """One committed UPDATE, on one connection per process (pool children do not share their
+    parent's socket)."""
+    global _db
+    if _db is None or _db[0] != os.getpid():
+        _db = (os.getpid(), psycopg.connect(database_url(), autocommit=True))
+    _db[1].execute(UPDATE, (zlib.crc32(payload["id"].encode()) % ROWS + 1,))
 
 
 def _step(payload: dict) -> dict:
@@ -72,7 +67,7 @@ def _step(payload: dict) -> dict:
 
 def _last(payload: dict) -> dict:
     _write(payload)
-    r = _per_process("redis", lambda: redis.Redis.from_url(get_settings().broker_url))
+    r = redis_client()
     r.lpush(CAST_KEY, _CAST)
     pipe = r.pipeline(transaction=False)
     pipe.publish(CHANNEL, payload["id"])

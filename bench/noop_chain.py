@@ -31,7 +31,7 @@ app.conf.update(celery_config(get_settings()))
 _redis: tuple[int, redis.Redis] | None = None
 
 
-def _client() -> redis.Redis:
+def redis_client() -> redis.Redis:
     """One Redis client per process (pool children must not share their parent's sockets)."""
     global _redis
     if _redis is None or _redis[0] != os.getpid():
@@ -44,7 +44,7 @@ def _step(payload: dict) -> dict:
 
 
 def _last(payload: dict) -> dict:
-    _client().rpush(DONE_KEY, f"{payload['id']} {time.time():.6f}")
+    redis_client().rpush(DONE_KEY, f"{payload['id']} {time.time():.6f}")
     return payload
 
 
