@@ -39,7 +39,7 @@ def load_flow(flow_id: str) -> dict[str, Any]:
     """The flow row and its steps, in chain order (steps that never ran included)."""
     from models.flow_log import FlowRun
     from tasks import errors
-    from tasks.flow import STEP_NAMES
+    from tasks.create.flow import STEP_NAMES
     from workers.runtime import get_runtime
 
     with get_runtime().factory() as session:

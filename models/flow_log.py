@@ -13,11 +13,6 @@ committed with the update). A step is never recorded without its effect, nor the
 Keeping the records on the flow row means the one `SELECT ... FOR UPDATE` that serialises a
 flow's steps also returns their records, as of the latest commit.
 
-`FlowRun.plans` (PostgreSQL only): step name -> {"params", "provided"}, the inputs of a later
-step's call (quota_commit has none: it reads quota_reserve's record) and the result it records,
-written by extract_volume_request with its own record, so that step is one statement with no
-read before it (tasks/runner._run_planned, migration 0005). Cleared when the flow ends; not
-loaded with the row unless asked for.
 """
 
 from __future__ import annotations
@@ -25,8 +20,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, String, UniqueConstraint
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models import Base, utcnow
@@ -68,8 +62,6 @@ class FlowRun(Base):
     caller: Mapped[dict | None]  # roles and is_admin of who submitted: enough to resume from the log
     error: Mapped[dict | None]
     steps: Mapped[dict] = mapped_column(default=dict)
-    # PostgreSQL: the calls extract_volume_request prepared for the steps after it (migration 0005).
-    plans: Mapped[dict | None] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), deferred=True)
     failed_step: Mapped[str | None] = mapped_column(String(64))
     root_task_id: Mapped[str | None] = mapped_column(String(36))
     compensation_attempts: Mapped[int] = mapped_column(default=0)

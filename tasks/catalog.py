@@ -18,18 +18,6 @@ MAX_LEN = 255
 MAX_EXTRA_SPECS = 128
 
 
-class VolumeTypeExists(errors.Conflict):
-    message = "Volume Type %(id)s already exists."
-
-
-class VolumeTypeInUse(errors.Invalid):
-    message = "Volume Type %(volume_type_id)s deletion is not allowed with volumes present with the type."
-
-
-class VolumeTypeExtraSpecsNotFound(errors.NotFound):
-    message = "Volume Type %(volume_type_id)s has no extra specs with key %(extra_specs_key)s."
-
-
 def _check_specs(specs: dict) -> dict[str, str]:
     if not isinstance(specs, dict):
         raise errors.InvalidInput(reason="extra_specs must be a dict.")
@@ -67,7 +55,7 @@ def create_type(session: Session, name: str, description: str | None = None, is_
         raise errors.InvalidVolumeType(reason="Type access modification is not applicable to public volume type.")
     specs = _check_specs(extra_specs or {})
     if session.scalar(select(VolumeType.id).where(VolumeType.name == name, VolumeType.deleted.is_(False))):
-        raise VolumeTypeExists(id=name)
+        raise errors.VolumeTypeExists(id=name)
     vt = VolumeType(name=name, description=description, is_public=is_public,
                     extra_specs=[VolumeTypeExtraSpec(key=k, value=v) for k, v in specs.items()])
     session.add(vt)
@@ -100,11 +88,6 @@ def get_type(session: Session, ref: str, is_admin: bool, project_id: str) -> Vol
     return found
 
 
-def type_projects(session: Session, type_id: str) -> list[str]:
-    return list(session.scalars(select(VolumeTypeProject.project_id).where(VolumeTypeProject.volume_type_id == type_id)
-                                .order_by(VolumeTypeProject.project_id)))
-
-
 def all_type_projects(session: Session) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for type_id, project in session.execute(
@@ -119,7 +102,7 @@ def delete_type(session: Session, vt: VolumeType) -> None:
         raise errors.InvalidVolumeType(reason="Default volume type can not be deleted")
     in_use = session.scalar(select(exists().where(Volume.volume_type_id == vt.id, Volume.deleted.is_(False))))
     if in_use:
-        raise VolumeTypeInUse(volume_type_id=vt.id)
+        raise errors.VolumeTypeInUse(volume_type_id=vt.id)
     vt.deleted = True
     session.flush()
 
@@ -142,5 +125,5 @@ def unset_extra_spec(session: Session, vt: VolumeType, key: str) -> None:
     result = session.execute(delete(VolumeTypeExtraSpec).where(VolumeTypeExtraSpec.volume_type_id == vt.id,
                                                                VolumeTypeExtraSpec.key == key))
     if result.rowcount == 0:
-        raise VolumeTypeExtraSpecsNotFound(volume_type_id=vt.id, extra_specs_key=key)
+        raise errors.VolumeTypeExtraSpecsNotFound(volume_type_id=vt.id, extra_specs_key=key)
     session.expire(vt, ["extra_specs"])

@@ -33,6 +33,8 @@ class CreateContext:
     created: bool | None = None  # entry_create
     committed: bool | None = None  # quota_commit
     cast: dict[str, Any] | None = None  # volume_cast
+    # Set by compensation for the reverts: the error that stopped the flow ({type, code, message}).
+    failure: dict[str, Any] | None = None
 
     def merge(self, provided: dict[str, Any]) -> CreateContext:
         return dataclasses.replace(self, **provided)

@@ -2,7 +2,8 @@
 
 A `VolchainError` renders its message from a template and the keyword arguments given, like
 Cinder's `CinderException`. Errors cross process boundaries as data (`to_dict`: type, code,
-message); `from_dict` rebuilds one on the other side, keeping the type name and message.
+message); `from_dict` rebuilds one on the other side through REGISTRY, the explicit table of
+every error class by name (at the end of this module). Every error class of volchain lives here.
 The constructor takes keyword arguments only, so an error survives Celery's exception wrapping.
 """
 
@@ -41,21 +42,11 @@ class VolchainError(Exception):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VolchainError:
         """Rebuild an error recorded by `to_dict` (an unknown type becomes a plain VolchainError)."""
-        klass = _registry().get(data.get("type", ""), VolchainError)
+        klass = REGISTRY.get(data.get("type", ""), VolchainError)
         err = klass(data.get("message", VolchainError.message))
         if klass is VolchainError:
             err.http_status = int(data.get("code", 500))
         return err
-
-
-def _registry() -> dict[str, type[VolchainError]]:
-    found: dict[str, type[VolchainError]] = {}
-    stack: list[type[VolchainError]] = [VolchainError]
-    while stack:
-        klass = stack.pop()
-        found[klass.__name__] = klass
-        stack.extend(klass.__subclasses__())
-    return found
 
 
 # 400 ------------------------------------------------------------------------------------------
@@ -112,6 +103,10 @@ class InvalidQuotaValue(Invalid):
     message = "Change would make usage less than 0 for the following resources: %(unders)s"
 
 
+class VolumeTypeInUse(Invalid):
+    message = "Volume Type %(volume_type_id)s deletion is not allowed with volumes present with the type."
+
+
 class MalformedRequest(Invalid):
     """Cinder's answer to an internal TypeError (e.g. a create with no size and no source)."""
 
@@ -163,6 +158,10 @@ class VolumeTypeNotFoundByName(VolumeTypeNotFound):
     message = "Volume type with name %(volume_type_name)s could not be found."
 
 
+class VolumeTypeExtraSpecsNotFound(NotFound):
+    message = "Volume Type %(volume_type_id)s has no extra specs with key %(extra_specs_key)s."
+
+
 class QuotaResourceUnknown(NotFound):
     message = "Unknown quota resources %(unknown)s."
 
@@ -175,6 +174,16 @@ class FlowNotFound(NotFound):
 class Conflict(VolchainError):
     message = "Conflict."
     http_status = 409
+
+
+class VolumeTypeExists(Conflict):
+    message = "Volume Type %(id)s already exists."
+
+
+class FlowNotRunning(Conflict):
+    """A step arrived for a flow that is already compensating or finished: it is dropped."""
+
+    message = "Flow %(flow_id)s is %(state)s; step %(step)s is not run."
 
 
 class MultipleImageMatches(Conflict):
@@ -223,6 +232,14 @@ class CastFailed(VolchainError):
     message = "Failed to cast the create of volume %(volume_id)s to %(queue)s: %(reason)s"
 
 
+class ReservationExpired(VolchainError):
+    message = "The quota reservation of volume %(volume_id)s expired before it was committed."
+
+
+class FlowTimedOut(VolchainError):
+    message = "The create of volume %(volume_id)s made no progress for %(seconds)s seconds and was stopped."
+
+
 class InjectedFailure(VolchainError):
     """Raised by the failure-injection test facility, never in production."""
 
@@ -248,3 +265,23 @@ EXPECTED_ERRORS = (Invalid, NotAuthorized, NotFound, Conflict, QuotaError,
 
 class SubmitFailed(VolchainError):
     message = "Could not submit the create of volume %(volume_id)s: %(reason)s"
+
+
+# Every error class by the name it travels under (`to_dict`'s type). A class missing here comes
+# back from `from_dict` as a plain VolchainError with its code and message (tests/test_errors.py
+# checks that none is missing).
+REGISTRY: dict[str, type[VolchainError]] = {klass.__name__: klass for klass in (
+    VolchainError,
+    Invalid, InvalidInput, InvalidVolume, InvalidSnapshot, InvalidVolumeType, InvalidVolumeMetadata,
+    InvalidVolumeMetadataSize, InvalidAvailabilityZone, InvalidTypeAvailabilityZones, ImageUnacceptable,
+    InvalidImageRef, InvalidReservationExpiration, InvalidQuotaValue, VolumeTypeInUse, MalformedRequest,
+    UnsupportedRequest,
+    NotAuthorized, PolicyNotAuthorized,
+    NotFound, VolumeNotFound, SnapshotNotFound, ImageNotFound, VolumeTypeNotFound, VolumeTypeNotFoundByName,
+    VolumeTypeExtraSpecsNotFound, QuotaResourceUnknown, FlowNotFound,
+    Conflict, VolumeTypeExists, FlowNotRunning, MultipleImageMatches,
+    QuotaError, VolumeSizeExceedsAvailableQuota, VolumeSizeExceedsLimit, VolumeLimitExceeded,
+    UnexpectedOverQuota, QuotaUsageOverflow,
+    VolumeTypeDefaultMisconfiguredError, CastFailed, ReservationExpired, FlowTimedOut, InjectedFailure,
+    OverQuota, SubmitFailed,
+)}

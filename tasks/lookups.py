@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import namedtuple
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, exists, func, or_, select
@@ -19,7 +18,7 @@ from models.service import VOLUME_BINARY, Service
 from models.snapshot import Snapshot
 from models.volume import Volume
 from models.volume_type import Encryption, QosSpecs, VolumeType, VolumeTypeExtraSpec, VolumeTypeProject
-from tasks import errors, step_tx
+from tasks import errors
 from tasks.context import CreateContext
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
@@ -68,25 +67,10 @@ _TYPE_QUERIES = {
 }
 
 
-_TypeRow = namedtuple("_TypeRow", [c.name for c in _TYPE_COLUMNS.selected_columns])
-_PG_TYPE_SQL: dict[tuple[str, bool], str] = {}  # _TYPE_QUERIES compiled for the driver, on first use
-
-
-def _type_rows(session: Session, by: str, admin: bool, params: dict) -> list:
-    """The type query's rows. On PostgreSQL straight from the driver: every create runs it."""
-    conn = session.connection()
-    if conn.dialect.name != "postgresql":
-        return conn.execute(_TYPE_QUERIES[(by, admin)], params).all()
-    sql = _PG_TYPE_SQL.get((by, admin))
-    if sql is None:
-        sql = _PG_TYPE_SQL[(by, admin)] = str(_TYPE_QUERIES[(by, admin)].compile(dialect=conn.dialect))
-    return [_TypeRow._make(row) for row in step_tx.driver_rows(conn, sql, params)]
-
-
 def _load_type(session: Session, by: str, ref: str, ctx: CreateContext | None) -> TypeInfo | None:
     admin = ctx is None or ctx.is_admin
     params = {"ref": ref} if admin else {"ref": ref, "project_id": ctx.project_id}
-    rows = _type_rows(session, by, admin, params)
+    rows = session.connection().execute(_TYPE_QUERIES[(by, admin)], params).all()
     if not rows:
         return None
     first = rows[0]

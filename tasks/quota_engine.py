@@ -3,8 +3,7 @@
 Every function runs inside the caller's transaction (a `Session` already begun) and never
 commits, so a chain step can record its flow-log row in the same transaction as the quota change.
 
-Locking (PostgreSQL; SQLite serialises writers anyway): usage rows are locked with
-`SELECT ... FOR UPDATE` ordered by id, then reservation rows. Every caller that also locks its
+Locking: usage rows are locked with `SELECT ... FOR UPDATE` ordered by id, then reservation rows. Every caller that also locks its
 flow row locks it first, so the global order is flow -> usages -> reservations -> volume.
 A missing usage row is created with `INSERT ... ON CONFLICT DO NOTHING` and then locked: two
 concurrent first reservations of a project serialise on the unique key instead of failing.
@@ -15,12 +14,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
-from sqlalchemy import any_, bindparam, delete, func, literal, select, text, update
+from sqlalchemy import any_, bindparam, delete, func, literal, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models import utcnow
@@ -92,34 +90,23 @@ def _check_known(session: Session, names: Iterable[str], allowed: tuple[str, ...
         raise errors.QuotaResourceUnknown(unknown=sorted(unknown))
 
 
-def _one_of(column, name: str, pg: bool):
-    """`column IN (<list bound as name>)`. On PostgreSQL `= ANY(<one array parameter>)`: the text
-    is then the same for every list length, so it is rendered once and psycopg prepares it."""
-    if pg:
-        return column == any_(bindparam(name, type_=ARRAY(column.type)))
-    return column.in_(bindparam(name, expanding=True))
-
-
-def _per_dialect(build) -> dict[bool, Any]:
-    """A prebuilt statement for PostgreSQL (True) and for other databases (False)."""
-    return {pg: build(pg) for pg in (False, True)}
-
-
-def _is_pg(conn) -> bool:
-    return conn.dialect.name == "postgresql"
+def _one_of(column, name: str):
+    """`column = ANY(<one array parameter>)`: unlike an expanded IN list, the text is the same for
+    every list length, so it is rendered once and psycopg prepares it."""
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))
 
 
 _QUOTAS = Quota.__table__
 _CLASSES = QuotaClass.__table__
-_LIMITS = _per_dialect(lambda pg: (
+_LIMITS = (
     select(_QUOTAS.c.resource, _QUOTAS.c.hard_limit, literal(0).label("rank"))
-    .where(_QUOTAS.c.project_id == bindparam("project_id"), _one_of(_QUOTAS.c.resource, "names", pg))
+    .where(_QUOTAS.c.project_id == bindparam("project_id"), _one_of(_QUOTAS.c.resource, "names"))
     .union_all(
         select(_CLASSES.c.resource, _CLASSES.c.hard_limit, literal(1).label("rank")).where(
-            _CLASSES.c.class_name == DEFAULT_CLASS, _one_of(_CLASSES.c.resource, "names2", pg)
+            _CLASSES.c.class_name == DEFAULT_CLASS, _one_of(_CLASSES.c.resource, "names")
         )
     )
-))
+)
 
 
 def get_limits(
@@ -128,7 +115,7 @@ def get_limits(
     """Limit per resource: project row, else default class row, else config default, else -1."""
     names = list(resources)
     conn = session.connection()
-    rows = conn.execute(_LIMITS[_is_pg(conn)], {"project_id": project_id, "names": names, "names2": names})
+    rows = conn.execute(_LIMITS, {"project_id": project_id, "names": names})
     found: dict[str, tuple[int, int]] = {}
     for resource, hard_limit, rank in rows:
         if resource not in found or rank < found[resource][0]:
@@ -177,10 +164,6 @@ def sync_usage(session: Session, project_id: str, resource: str, config: QuotaCo
     return 0  # backups and groups: not supported yet, nothing consumes them
 
 
-def _insert_ignore(session: Session):
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 class _Usage:
     """A locked usage row as plain values; `_write_usages` saves the changed ones in one batch."""
 
@@ -195,21 +178,14 @@ _USAGES = QuotaUsage.__table__
 _RESERVATIONS = Reservation.__table__
 _USAGE_COLUMNS = (_USAGES.c.id, _USAGES.c.resource, _USAGES.c.in_use, _USAGES.c.reserved, _USAGES.c.until_refresh,
                   _USAGES.c.updated_at)
-_LOCK_USAGES = _per_dialect(lambda pg: (
+_LOCK_USAGES = (
     select(*_USAGE_COLUMNS)
-    .where(_USAGES.c.project_id == bindparam("project_id"), _one_of(_USAGES.c.resource, "resources", pg))
+    .where(_USAGES.c.project_id == bindparam("project_id"), _one_of(_USAGES.c.resource, "resources"))
     .order_by(_USAGES.c.id)
     .with_for_update()
-))
-_WRITE_USAGE = (
-    update(_USAGES)
-    .where(_USAGES.c.id == bindparam("b_id"))
-    .values(in_use=bindparam("b_in_use"), reserved=bindparam("b_reserved"),
-            until_refresh=bindparam("b_until_refresh"), updated_at=bindparam("b_updated_at"))
 )
-# PostgreSQL: every changed usage row in one statement (psycopg would send an executemany as one
-# statement per row); other databases use the executemany above.
-_WRITE_USAGES_PG = text(
+# Every changed usage row in one statement (an executemany would send one statement per row).
+_WRITE_USAGES = text(
     "UPDATE quota_usages SET in_use = v.in_use, reserved = v.reserved, until_refresh = v.until_refresh, "
     "updated_at = :now FROM unnest(CAST(:ids AS integer[]), CAST(:in_use AS bigint[]), "
     "CAST(:reserved AS bigint[]), CAST(:until_refresh AS integer[])) AS v(id, in_use, reserved, until_refresh) "
@@ -221,7 +197,7 @@ _INSERT_RESERVATIONS = _RESERVATIONS.insert().returning(_RESERVATIONS.c.id)
 
 def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, _Usage]:
     conn = session.connection()
-    rows = conn.execute(_LOCK_USAGES[_is_pg(conn)], {"project_id": project_id, "resources": list(resources)})
+    rows = conn.execute(_LOCK_USAGES, {"project_id": project_id, "resources": list(resources)})
     return {row.resource: _Usage(row) for row in rows}
 
 
@@ -229,19 +205,11 @@ def _write_usages(session: Session, usages: Iterable[_Usage], now: datetime) -> 
     changed = [u for u in usages if u.dirty]
     if not changed:
         return
-    conn = session.connection()
-    if _is_pg(conn):
-        conn.execute(_WRITE_USAGES_PG, {
-            "ids": [u.id for u in changed], "in_use": [u.in_use for u in changed],
-            "reserved": [u.reserved for u in changed], "until_refresh": [u.until_refresh for u in changed],
-            "now": now,
-        })
-        return
-    conn.execute(_WRITE_USAGE, [
-        {"b_id": u.id, "b_in_use": u.in_use, "b_reserved": u.reserved, "b_until_refresh": u.until_refresh,
-         "b_updated_at": now}
-        for u in changed
-    ])
+    session.connection().execute(_WRITE_USAGES, {
+        "ids": [u.id for u in changed], "in_use": [u.in_use for u in changed],
+        "reserved": [u.reserved for u in changed], "until_refresh": [u.until_refresh for u in changed],
+        "now": now,
+    })
 
 
 def _resolve_expire(expire) -> datetime:
@@ -298,7 +266,6 @@ def reserve(
     usages = _lock_usages(session, project_id, names)
     missing = [n for n in names if n not in usages]
     if missing:
-        insert = _insert_ignore(session)
         now = utcnow()
         session.execute(
             insert(QuotaUsage)
@@ -374,11 +341,11 @@ _LOCK_USAGES_BY_ID = (
 )
 # Deleting a pending reservation is how it is settled; the DELETE locks it and RETURNING says
 # which of the asked-for ones were still pending (a concurrent expire may have taken some).
-_TAKE_RESERVATIONS = _per_dialect(lambda pg: (
+_TAKE_RESERVATIONS = (
     delete(_RESERVATIONS)
-    .where(_one_of(_RESERVATIONS.c.uuid, "uuids", pg))
+    .where(_one_of(_RESERVATIONS.c.uuid, "uuids"))
     .returning(_RESERVATIONS.c.id, _RESERVATIONS.c.usage_id, _RESERVATIONS.c.delta)
-))
+)
 
 
 def _take_reservations(
@@ -400,7 +367,7 @@ def _take_reservations(
         if not usage_ids:
             return [], {}
         usages = {row.id: _Usage(row) for row in conn.execute(_LOCK_USAGES_BY_ID, {"ids": usage_ids})}
-    return conn.execute(_TAKE_RESERVATIONS[_is_pg(conn)], {"uuids": uuids}).all(), usages
+    return conn.execute(_TAKE_RESERVATIONS, {"uuids": uuids}).all(), usages
 
 
 def _settle(session: Session, uuids: Iterable[str], scope, use: bool) -> int:
@@ -480,7 +447,6 @@ def set_limits(session: Session, project_id: str, limits: Mapping[str, int]) -> 
     """Set a project's own limits (quota set)."""
     _check_known(session, limits, BASE_RESERVABLE + LIMIT_ONLY)
     _check_limit_values(limits)
-    insert = _insert_ignore(session)
     for name, value in limits.items():
         stmt = insert(Quota).values(project_id=project_id, resource=name, hard_limit=value)
         session.execute(
@@ -498,7 +464,6 @@ def set_class_limits(session: Session, limits: Mapping[str, int], class_name: st
     """Set the limits of a quota class (the default class applies to every project)."""
     _check_known(session, limits, BASE_RESERVABLE + LIMIT_ONLY)
     _check_limit_values(limits)
-    insert = _insert_ignore(session)
     for name, value in limits.items():
         stmt = insert(QuotaClass).values(class_name=class_name, resource=name, hard_limit=value)
         session.execute(

@@ -31,10 +31,6 @@ from tasks.runner import StepEnv, compensate, park, record_failure, run_step
 log = logging.getLogger(__name__)
 
 
-class FlowTimedOut(errors.VolchainError):
-    message = "The create of volume %(volume_id)s made no progress for %(seconds)s seconds and was stopped."
-
-
 @dataclass
 class SweepReport:
     expired_reservations: int = 0
@@ -87,7 +83,7 @@ def sweep(factory: sessionmaker[Session], steps: list, env: StepEnv, deadline_se
                 report.resumed.append(flow_id)
                 continue
             if state == FlowState.RUNNING.value:
-                timed_out = FlowTimedOut(volume_id=volume_id, seconds=deadline_seconds)
+                timed_out = errors.FlowTimedOut(volume_id=volume_id, seconds=deadline_seconds)
                 record_failure(factory, flow_id, None, timed_out.to_dict())
             compensate(factory, flow_id, steps, env)
             report.compensated.append(flow_id)

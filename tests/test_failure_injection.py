@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from models.flow_log import FlowRun
 from models.quota import QuotaUsage, Reservation
 from models.volume import Volume
-from tasks.volume_cast import message_id
+from tasks.create.volume_cast import message_id
 from tests import factories
 from workers.outcome import KEY_PREFIX
 from workers.steps import compensate_flow

@@ -1,7 +1,7 @@
 """The quota engine (spec 3.3-3.7) as plain functions on the real PostgreSQL test database.
 
-Each test owns a fresh project id, so rows of other tests never count. A few semantic tests
-also run on an embedded SQLite file built by the same migrations.
+Each test owns a fresh project id, so rows of other tests never count. The steps use this
+engine and no other (there is one path), so these tests cover what every create does.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from models import utcnow
-from models.db import engine_of, session_factory
-from models.migrate import upgrade
 from models.quota import QuotaClass, QuotaUsage, Reservation
 from models.snapshot import Snapshot
 from tasks import errors, quota_engine as qe
@@ -90,63 +88,47 @@ def near(a: datetime, b: datetime, seconds: float = 5.0) -> bool:
     return abs((a - b).total_seconds()) < seconds
 
 
-@pytest.fixture(scope="module")
-def sqlite_db(tmp_path_factory):
-    """An embedded SQLite file with every migration applied."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'volchain.db'}"
-    upgrade(url)
-    factory = session_factory(url)
-    yield factory
-    engine_of(factory).dispose()
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def any_db(request, db):
-    """The same test on PostgreSQL and on the embedded SQLite database."""
-    return db if request.param == "postgresql" else request.getfixturevalue("sqlite_db")
-
-
 # -- reserve / commit / rollback arithmetic -------------------------------------------------------------
 
-def test_reserve_holds_positive_deltas_and_returns_uuids_in_delta_order(any_db, project):
+def test_reserve_holds_positive_deltas_and_returns_uuids_in_delta_order(db, project):
     before = utcnow()
-    uuids = reserve(any_db, project, {"volumes": 1, "gigabytes": 5})
+    uuids = reserve(db, project, {"volumes": 1, "gigabytes": 5})
     assert len(uuids) == 2
-    assert pending(any_db, project) == {uuids[0]: ("volumes", 1), uuids[1]: ("gigabytes", 5)}
-    assert usage(any_db, project, "volumes") == (0, 1)
-    assert usage(any_db, project, "gigabytes") == (0, 5)
-    with any_db() as s:
+    assert pending(db, project) == {uuids[0]: ("volumes", 1), uuids[1]: ("gigabytes", 5)}
+    assert usage(db, project, "volumes") == (0, 1)
+    assert usage(db, project, "gigabytes") == (0, 5)
+    with db() as s:
         expires = s.scalars(select(Reservation.expire).where(Reservation.project_id == project)).all()
     assert all(near(e, before + timedelta(seconds=CONFIG.reservation_expire)) for e in expires)
 
 
-def test_commit_moves_reserved_into_in_use_exactly_once(any_db, project):
-    uuids = reserve(any_db, project, {"volumes": 1, "gigabytes": 5})
-    reserve(any_db, project, {"gigabytes": 2})  # another pending reservation stays held
-    assert commit(any_db, uuids) == 2
-    assert usage(any_db, project, "volumes") == (1, 0)
-    assert usage(any_db, project, "gigabytes") == (5, 2)
-    assert commit(any_db, uuids) == 0
-    assert usage(any_db, project, "gigabytes") == (5, 2)
-    assert sorted(pending(any_db, project).values()) == [("gigabytes", 2)]
+def test_commit_moves_reserved_into_in_use_exactly_once(db, project):
+    uuids = reserve(db, project, {"volumes": 1, "gigabytes": 5})
+    reserve(db, project, {"gigabytes": 2})  # another pending reservation stays held
+    assert commit(db, uuids) == 2
+    assert usage(db, project, "volumes") == (1, 0)
+    assert usage(db, project, "gigabytes") == (5, 2)
+    assert commit(db, uuids) == 0
+    assert usage(db, project, "gigabytes") == (5, 2)
+    assert sorted(pending(db, project).values()) == [("gigabytes", 2)]
 
 
-def test_rollback_releases_reserved_and_leaves_in_use_alone(any_db, project):
-    commit(any_db, reserve(any_db, project, {"gigabytes": 3}))
-    uuids = reserve(any_db, project, {"volumes": 1, "gigabytes": 4})
-    assert usage(any_db, project, "gigabytes") == (3, 4)
-    assert rollback(any_db, uuids) == 2
-    assert usage(any_db, project, "volumes") == (0, 0)
-    assert usage(any_db, project, "gigabytes") == (3, 0)
-    assert rollback(any_db, uuids) == 0
-    assert usage(any_db, project, "gigabytes") == (3, 0)
-    assert pending(any_db, project) == {}
+def test_rollback_releases_reserved_and_leaves_in_use_alone(db, project):
+    commit(db, reserve(db, project, {"gigabytes": 3}))
+    uuids = reserve(db, project, {"volumes": 1, "gigabytes": 4})
+    assert usage(db, project, "gigabytes") == (3, 4)
+    assert rollback(db, uuids) == 2
+    assert usage(db, project, "volumes") == (0, 0)
+    assert usage(db, project, "gigabytes") == (3, 0)
+    assert rollback(db, uuids) == 0
+    assert usage(db, project, "gigabytes") == (3, 0)
+    assert pending(db, project) == {}
 
 
-def test_an_over_quota_reserve_holds_nothing_and_reports_sorted_overs(any_db, project):
-    factories.set_quota(any_db, project, volumes=1, gigabytes=10)
-    reserve(any_db, project, {"gigabytes": 4})
-    with any_db() as s, s.begin():
+def test_an_over_quota_reserve_holds_nothing_and_reports_sorted_overs(db, project):
+    factories.set_quota(db, project, volumes=1, gigabytes=10)
+    reserve(db, project, {"gigabytes": 4})
+    with db() as s, s.begin():
         with pytest.raises(errors.OverQuota) as info:
             qe.reserve(s, project, {"volumes": 2, "gigabytes": 7}, CONFIG)
         # Nothing was written by the failed call, even inside the caller's transaction.
@@ -158,8 +140,8 @@ def test_an_over_quota_reserve_holds_nothing_and_reports_sorted_overs(any_db, pr
     assert exc.quotas == {"volumes": 1, "gigabytes": 10}
     assert exc.usages == {"volumes": {"in_use": 0, "reserved": 0}, "gigabytes": {"in_use": 0, "reserved": 4}}
     # Exactly at the limit is allowed.
-    reserve(any_db, project, {"volumes": 1, "gigabytes": 6})
-    assert usage(any_db, project, "gigabytes") == (0, 10)
+    reserve(db, project, {"volumes": 1, "gigabytes": 6})
+    assert usage(db, project, "gigabytes") == (0, 10)
 
 
 def test_a_new_usage_row_starts_from_the_rows_that_consume_quota(db, project):
@@ -339,13 +321,13 @@ def test_expire_honours_the_time_it_is_given(db, project):
     assert usage(db, project, "volumes") == (0, 0)
 
 
-def test_release_gives_back_committed_usage_but_never_below_zero(any_db, project):
-    commit(any_db, reserve(any_db, project, {"volumes": 2, "gigabytes": 5}))
-    with any_db() as s, s.begin():
+def test_release_gives_back_committed_usage_but_never_below_zero(db, project):
+    commit(db, reserve(db, project, {"volumes": 2, "gigabytes": 5}))
+    with db() as s, s.begin():
         qe.release(s, project, {"volumes": 1, "gigabytes": 10, "snapshots": 1})
-    assert usage(any_db, project, "volumes") == (1, 0)
-    assert usage(any_db, project, "gigabytes") == (0, 0)
-    assert usage(any_db, project, "snapshots") is None  # no row, nothing to give back
+    assert usage(db, project, "volumes") == (1, 0)
+    assert usage(db, project, "gigabytes") == (0, 0)
+    assert usage(db, project, "snapshots") is None  # no row, nothing to give back
 
 
 # -- refresh --------------------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def test_an_image_sourced_create_goes_to_the_scheduler(workers, db, redis_client
 def test_the_cast_message_id_is_derived_from_the_flow_id_so_a_resent_cast_can_be_deduplicated(
     workers, db, redis_client, project, check_invariant
 ):
-    from tasks.volume_cast import message_id
+    from tasks.create.volume_cast import message_id
 
     sub = submit_create_volume(factories.member(project), size=1)
     out = wait_for_flow(sub.flow_id, timeout=30)

@@ -9,7 +9,7 @@ from models.flow_log import FlowRun
 from models.quota import QuotaUsage, Reservation
 from models.volume import Volume
 from tasks import quota_engine
-from tasks.flow import STEPS
+from tasks.create.flow import STEPS
 from tasks.runner import record_failure, run_step
 from tasks.sweeper import sweep
 from tests import factories

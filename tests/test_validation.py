@@ -517,7 +517,7 @@ def test_a_missing_default_type_is_a_500_and_the_flow_is_reverted(db, project, c
     not exist, since deleting the real `__DEFAULT__` would disturb the shared workers."""
     import dataclasses
 
-    from tasks.flow import STEPS
+    from tasks.create.flow import STEPS
     from tasks.runner import compensate, record_failure, run_step
     from workers.runtime import get_runtime
 

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from workers import redis_transport
 from workers.settings import Settings, default_worker_concurrency, get_settings
-
-redis_transport.install()
 
 TASK_MODULES = ["workers.steps"]
 

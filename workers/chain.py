@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import chain
 from celery.canvas import Signature
 
-from tasks.flow import STEP_NAMES
+from tasks.create.flow import STEP_NAMES
 from workers.steps import STEP_TASKS, compensate_flow
 
 

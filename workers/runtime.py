@@ -1,4 +1,7 @@
-"""Per-process runtime: the session factory and the StepEnv built from settings.
+"""Per-process runtime: the session factory, the StepEnv built from settings, and the step runner.
+
+The runner is tasks.runner.run_step, or, when VOLCHAIN_FAILURE_INJECTION is on (tests only),
+workers.failure_injection.run_step around it.
 
 Built lazily in the process that uses it, and dropped after a fork, so pool children never
 share database connections with their parent.
@@ -8,14 +11,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from celery.signals import worker_init, worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import dispose_all, session_factory
+from tasks import runner
 from tasks.quota_engine import QuotaConfig
 from tasks.runner import CastMessage, StepEnv
-from tasks.step_tx import forget_step_connections
 from workers.settings import Settings, get_settings
 
 
@@ -24,6 +28,7 @@ class Runtime:
     settings: Settings
     factory: sessionmaker[Session]
     env: StepEnv
+    run_step: Callable  # tasks.runner.run_step, or the failure-injecting one (tests)
 
 
 _runtime: Runtime | None = None
@@ -50,8 +55,6 @@ def step_env(settings: Settings, publish=None) -> StepEnv:
         cloned_volume_same_az=settings.cloned_volume_same_az,
         az_cache_seconds=settings.az_cache_seconds,
         scheduler_queue=settings.scheduler_queue,
-        failure_injection=settings.failure_injection,
-        step_functions=settings.step_functions,
         publish=publish,
     )
 
@@ -71,7 +74,7 @@ def publish_cast(message: CastMessage) -> None:
     )
 
 
-_threads = 0  # step threads of a threads-pool worker: each keeps a connection (tasks/step_tx.py)
+_threads = 0  # step threads of a threads-pool worker: each may hold a connection at once
 
 
 @worker_init.connect
@@ -81,6 +84,14 @@ def _size_pool_for_threads(sender=None, **_kwargs) -> None:
     pool = getattr(sender, "pool_cls", None)
     if pool is not None and "thread" in getattr(pool, "__module__", str(pool)):
         _threads = int(getattr(sender, "concurrency", 0) or 0)
+
+
+def _step_runner(settings: Settings) -> Callable:
+    if settings.failure_injection:
+        from workers import failure_injection
+
+        return failure_injection.run_step
+    return runner.run_step
 
 
 def get_runtime() -> Runtime:
@@ -93,6 +104,7 @@ def get_runtime() -> Runtime:
                     settings=settings,
                     factory=session_factory(settings.database_url, max(settings.db_pool_size, _threads)),
                     env=step_env(settings, publish_cast),
+                    run_step=_step_runner(settings),
                 )
     return _runtime
 
@@ -102,8 +114,6 @@ def reset_runtime(close: bool = True) -> None:
     global _runtime
     with _lock:
         _runtime = None
-    if close:
-        forget_step_connections()
     dispose_all(close=close)
 
 

@@ -1,59 +1,64 @@
-"""Thin Celery tasks around the plain steps: the flow id in, the flow id out, retries, failures.
+"""Thin Celery tasks around the plain steps: the flow id in, the flow id out.
 
 Task names read well in Flower: `volchain.create.<step>` and `volchain.create.compensate`.
-The logic lives in `tasks/`. A step's message carries only its flow id: the step reads its inputs
-from the flow row it locks, and hands the same id to the next step of the chain.
+The logic lives in `tasks/`; what Celery adds is configured here with its own options:
+late acks, `throws` for the errors a step raises on purpose (logged without a traceback),
+`autoretry_for` + `retry_backoff` for transient database errors, and for compensation a retry
+of any error, then `on_failure`, which parks the flow. A step's message carries only its flow
+id: the step reads its inputs from the flow row it locks, and hands the id to the next step.
 """
 
 from __future__ import annotations
 
 import logging
 
-from celery.exceptions import Ignore, Retry
+from celery import Task
+from celery.exceptions import Ignore
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tasks import errors
-from tasks.flow import FINAL_STEP, STEPS
-from tasks.runner import FlowNotRunning, compensate, park, record_failure, run_step
+from tasks.create.flow import FINAL_STEP, STEPS
+from tasks.runner import compensate, park, record_failure
 from workers import outcome
 from workers.app import app
 from workers.runtime import get_runtime
+from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-# Database errors worth another try (deadlock, serialization failure, lost connection).
+# Database errors worth another try: deadlock, serialization failure, lost connection.
 TRANSIENT = (OperationalError,)
-STEP_MAX_RETRIES = 5
 
 
-def _retry_delay(retries: int) -> float:
-    return min(0.1 * (2**retries), 3.0)
+class StepTask(Task):
+    """A chain step: retried on transient database errors (1 s, 2 s, 4 s ... with jitter)."""
+
+    acks_late = True
+    throws = errors.EXPECTED_ERRORS
+    autoretry_for = TRANSIENT
+    retry_backoff = True
+    retry_backoff_max = 10
+    max_retries = 5
 
 
 def _make_step_task(step):
     final = step.name == FINAL_STEP
 
-    @app.task(name=f"volchain.create.{step.name}", bind=True, acks_late=True,
-              throws=errors.EXPECTED_ERRORS, max_retries=STEP_MAX_RETRIES)
+    @app.task(name=f"volchain.create.{step.name}", bind=True, base=StepTask)
     def step_task(self, flow_id: str) -> str:
         if isinstance(flow_id, dict):  # a message queued by a release that passed the whole context
             flow_id = flow_id["flow_id"]
         rt = get_runtime()
         try:
-            run_step(rt.factory, step, flow_id, rt.env, final=final, context=False)
-        except FlowNotRunning as exc:
+            rt.run_step(rt.factory, step, flow_id, rt.env, final=final)
+        except errors.FlowNotRunning as exc:
             log.info("%s", exc)
             raise Ignore() from exc  # the flow ended already: stop this copy of the chain quietly
-        except Retry:
-            raise
-        except TRANSIENT as exc:
-            if self.request.retries < self.max_retries:
-                raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries))
-            _record(rt, flow_id, step.name, _unexpected(exc))
-            raise
         except errors.VolchainError as exc:
             _record(rt, flow_id, step.name, exc.to_dict())
             raise
+        except TRANSIENT:
+            raise  # retried by Celery; a last failure reaches compensation as an unknown failure
         except Exception as exc:
             _record(rt, flow_id, step.name, _unexpected(exc))
             raise
@@ -72,6 +77,7 @@ def _unexpected(exc: BaseException) -> dict:
 
 
 def _record(rt, flow_id: str, step: str, error: dict) -> None:
+    """Record why the flow stopped, before the chain's errback starts compensation."""
     try:
         record_failure(rt.factory, flow_id, step, error)
     except Exception:  # the compensation task will still run and record a generic error
@@ -88,7 +94,25 @@ def _notify(rt, flow_id: str, state: str) -> None:
 STEP_TASKS = {step.name: _make_step_task(step) for step in STEPS}
 
 
-@app.task(name="volchain.create.compensate", bind=True, acks_late=True, max_retries=None)
+class CompensateTask(Task):
+    """Compensation: any error is retried with backoff; when the retries run out, `on_failure`
+    parks the flow as needs_attention (never dropped) and announces it."""
+
+    acks_late = True
+    autoretry_for = (Exception,)
+    retry_backoff = True
+    retry_backoff_max = 30
+    max_retries = get_settings().compensate_max_retries
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        flow_id = args[0]
+        rt = get_runtime()
+        log.error("flow %s: compensation keeps failing; parked as needs_attention", flow_id)
+        park(rt.factory, flow_id, f"{type(exc).__name__}: {exc}")
+        _notify(rt, flow_id, "needs_attention")
+
+
+@app.task(name="volchain.create.compensate", bind=True, base=CompensateTask)
 def compensate_flow(self, flow_id: str) -> str:
     """Undo every recorded step of a failed create, in reverse; idempotent."""
     rt = get_runtime()
@@ -97,13 +121,6 @@ def compensate_flow(self, flow_id: str) -> str:
     except errors.FlowNotFound:
         log.error("flow %s: nothing to compensate, no such flow", flow_id)
         return "missing"
-    except Exception as exc:
-        if self.request.retries < rt.settings.compensate_max_retries:
-            raise self.retry(exc=exc, countdown=_retry_delay(self.request.retries))
-        log.exception("flow %s: compensation keeps failing; parked as needs_attention", flow_id)
-        park(rt.factory, flow_id, f"{type(exc).__name__}: {exc}")
-        _notify(rt, flow_id, "needs_attention")
-        raise
     _notify(rt, flow_id, state)
     return state
 

@@ -128,7 +128,7 @@ async def show_extra_spec(type_id: str, key: str, s: Scope = Depends(scope)):
         with get_runtime().factory() as session:
             specs = catalog.get_type(session, type_id, s.is_admin, s.project_id).specs()
             if key not in specs:
-                raise catalog.VolumeTypeExtraSpecsNotFound(volume_type_id=type_id, extra_specs_key=key)
+                raise errors.VolumeTypeExtraSpecsNotFound(volume_type_id=type_id, extra_specs_key=key)
             return {key: specs[key]}
 
     return await run_in_threadpool(run)

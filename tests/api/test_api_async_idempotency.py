@@ -71,7 +71,7 @@ def parked_api(database_url, redis_client, tmp_path_factory):
     finally:
         conftest.stop_worker(proc)
         # Leave nothing running for other tests' sweeps: drop the parked chains and finish their flows.
-        from tasks.flow import STEPS
+        from tasks.create.flow import STEPS
         from tasks.sweeper import sweep
         from workers.runtime import get_runtime
 

@@ -15,17 +15,16 @@ Redelivery: the message is published before this step's record commits, under th
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from models import utcnow
-from models.flow_log import FlowRun
 from models.volume import Volume
 from tasks import errors
 from tasks.context import CreateContext
-from tasks.entry_create import error_out
+from tasks.create.entry_create import error_out
 from tasks.runner import CastMessage, StepEnv
 
 name = "volume_cast"
@@ -122,17 +121,5 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     return _publish(ctx, env, message)
 
 
-_SET_HOST = "UPDATE volumes SET host = %(host)s, scheduled_at = %(now)s WHERE id = %(volume_id)s"
-
-
-def act(ctx: CreateContext, env: StepEnv, execute: Callable[[str, dict], None]) -> dict[str, Any]:
-    """PostgreSQL, under the flow lock (tasks/runner._run_locked): pin the volume to its backend
-    (`execute` runs in the step's transaction), publish the cast; return the result to record."""
-    backend, message = _route(ctx, env)
-    if backend:
-        execute(_SET_HOST, {"host": backend, "now": utcnow(), "volume_id": ctx.volume_id})
-    return _publish(ctx, env, message)
-
-
-def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:
-    error_out(session, flow.volume_id, (flow.error or {}).get("message", "create failed"))
+def revert(session: Session, ctx: CreateContext, result: dict[str, Any], env: StepEnv) -> None:
+    error_out(session, ctx.volume_id, (ctx.failure or {}).get("message", "create failed"))

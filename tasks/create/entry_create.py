@@ -3,8 +3,9 @@
 Requires: volume_id (pre-allocated at submit), project_id, user_id, spec
 Provides: created
 Reversion strategy: soft-delete the row (deleted, status `deleted`) when quota was never
-    committed; once committed, keep the row and set it to `error` (quota_commit's revert
-    returns the usage and clears `use_quota`).
+    committed; once quota_commit has recorded success (`ctx.committed`, from the log), keep the
+    row and set it to `error`, so the user sees why (quota_commit's revert returns the usage
+    and clears `use_quota`).
 Redelivery: the row and this step's record commit together; a repeat delivery inserts nothing.
 """
 
@@ -12,15 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from models import utcnow
-from models.flow_log import FlowRun
 from models.volume import Volume, VolumeMetadata, VolumeStatus
 from tasks.context import CreateContext
-from tasks.runner import StepCall, StepEnv
-from tasks.step_tx import jsonb_param
+from tasks.runner import StepEnv
 
 name = "entry_create"
 
@@ -65,36 +64,6 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     return {"created": True}
 
 
-_CALL = (
-    "SELECT volchain_entry_create(%(flow_id)s, %(step)s, %(record)s, %(now)s, %(volume)s, "
-    "%(meta_keys)s::text[], %(meta_values)s::text[])"
-)
-
-
-def _params(ctx: CreateContext) -> dict[str, Any]:
-    """The one-call inputs: the row (columns not given are NULL, as they are when `run` inserts
-    it) and the metadata, in order."""
-    row = {k: v for k, v in _row(ctx).items() if v is not None}
-    metadata = (ctx.spec or {}).get("metadata") or {}
-    return {"volume": row, "meta_keys": list(metadata), "meta_values": list(metadata.values())}
-
-
-def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall:
-    """PostgreSQL: the same row and metadata as `run`, as one call."""
-    params = _params(ctx)
-    params["volume"]["created_at"] = params["volume"]["created_at"].isoformat()
-    params["volume"] = jsonb_param(params["volume"])
-    return StepCall(_CALL, params, {"created": True})
-
-
-def plan(ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
-    """PostgreSQL: the same call, planned by extract_volume_request (migration 0005); the row's
-    created_at is when the step runs."""
-    params = _params(ctx)
-    del params["volume"]["created_at"]
-    return {"params": params, "provided": {"created": True}}
-
-
 def error_out(session: Session, volume_id: str, reason: str) -> None:
     """Set a live volume to `error` with a short reason (Cinder cuts it to 128 characters)."""
     session.execute(
@@ -104,15 +73,15 @@ def error_out(session: Session, volume_id: str, reason: str) -> None:
     )
 
 
-def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:
-    reason = (flow.error or {}).get("message", "create failed")
-    if "quota_commit" in records:
-        error_out(session, flow.volume_id, reason)
+def revert(session: Session, ctx: CreateContext, result: dict[str, Any], env: StepEnv) -> None:
+    reason = (ctx.failure or {}).get("message", "create failed")
+    if ctx.committed:
+        error_out(session, ctx.volume_id, reason)
         return
     now = utcnow()
     session.execute(
         update(Volume)
-        .where(Volume.id == flow.volume_id, Volume.deleted.is_(False))
+        .where(Volume.id == ctx.volume_id, Volume.deleted.is_(False))
         .values(status=VolumeStatus.DELETED.value, deleted=True, deleted_at=now, updated_at=now,
                 error_message=reason[:128])
     )

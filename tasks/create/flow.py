@@ -11,7 +11,7 @@ A failure anywhere reverts every recorded step in reverse (tasks/runner.compensa
 
 from __future__ import annotations
 
-from tasks import entry_create, extract_volume_request, quota_commit, quota_reserve, volume_cast
+from tasks.create import entry_create, extract_volume_request, quota_commit, quota_reserve, volume_cast
 
 STEPS = [extract_volume_request, quota_reserve, entry_create, quota_commit, volume_cast]
 STEP_NAMES = [step.name for step in STEPS]

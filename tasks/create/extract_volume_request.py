@@ -3,8 +3,7 @@
 Requires: the raw request (size, name, description, volume_type, snapshot_id, source_volid,
     imageRef/image_id, availability_zone, metadata, scheduler_hints, multiattach)
 Provides: spec (size, volume_type_id/name, sources, availability_zones, encryption_key_id,
-    multiattach, qos_specs, metadata, name, description, bootable, resource_backend); on
-    PostgreSQL also the plans of the later steps' calls (`flow_runs.plans`, migration 0005)
+    multiattach, qos_specs, metadata, name, description, bootable, resource_backend)
 Reversion strategy: delete the encryption key this step created, unless a live volume row
     holds it. Nothing else was written.
 Redelivery: the spec is recorded with the key; a repeat delivery returns the recorded spec.
@@ -15,15 +14,13 @@ then `ExtractVolumeRequestTask` (2.3). Section numbers refer to spec/cinder-crea
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
-from models.flow_log import FlowRun
 from models.image import Image
 from models.key import EncryptionKey
 from models.snapshot import Snapshot
@@ -32,8 +29,7 @@ from tasks import errors, lookups
 from tasks.context import CreateContext
 from tasks.policy import authorize
 from tasks.quota_engine import INT_MAX
-from tasks.runner import NeedsTransaction, StepCall, StepEnv
-from tasks.step_tx import jsonb_param
+from tasks.runner import StepEnv
 
 name = "extract_volume_request"
 
@@ -144,15 +140,7 @@ def _status_check(resource: str, prop: str, value: str, allowed: tuple[str, ...]
         raise exc(reason=f"Originating {resource} {prop} must be one of '{', '.join(allowed)}' values")
 
 
-def _writes(session: Session) -> None:
-    """The step is about to write (an encryption key): in the one-call path, whose reads run in
-    autocommit, hand the flow to the transactional path so the key commits with the record."""
-    if session.info.get("read_only"):
-        raise NeedsTransaction()
-
-
 def _new_key(session: Session, algorithm: str, length: int | None) -> str:
-    _writes(session)
     key = EncryptionKey(algorithm=algorithm, length=length, secret=secrets.token_hex(max(length or 256, 8) // 8))
     session.add(key)
     session.flush()
@@ -160,7 +148,6 @@ def _new_key(session: Session, algorithm: str, length: int | None) -> str:
 
 
 def _clone_key(session: Session, key_id: str) -> str:
-    _writes(session)
     source = session.get(EncryptionKey, key_id)
     if source is None:
         raise errors.Invalid("Key manager error")
@@ -282,36 +269,6 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     }
 
 
-_CALL = ("SELECT volchain_record_step_and_plans(%(flow_id)s, %(step)s, %(record)s, %(now)s, %(final)s, "
-         "%(plans)s)")
-
-
-def prepare_call(conn: Connection, ctx: CreateContext, env: StepEnv) -> StepCall:
-    """PostgreSQL: validate with reads in autocommit, then record the spec, with the plans of the
-    later steps, in one call. A request that needs an encryption key goes the transactional path
-    (NeedsTransaction); its later steps then run unplanned."""
-    with Session(bind=conn, info={"read_only": True}) as session:
-        provided = run(session, ctx, env)
-    return StepCall(_CALL, {"plans": jsonb_param(plans(ctx.merge(provided), env))}, provided)
-
-
-def plans(ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
-    """The calls of the later steps that can be prepared now, by step name (migration 0005;
-    tasks/runner._run_planned). A flow with failures to inject (a test facility) plans nothing:
-    the full path injects them."""
-    from tasks.flow import STEPS  # the flow's module imports this one
-
-    if env.failure_injection and ctx.request.get("_inject"):
-        return {}
-    out = {}
-    for step in STEPS:
-        planned = step.plan(ctx, env) if hasattr(step, "plan") else None
-        if planned is not None:
-            # The result as JSON text: the record keeps its keys in the order written here.
-            out[step.name] = {**planned, "provided": json.dumps(planned["provided"])}
-    return out
-
-
 def _extract_size(size: Any, snap: Snapshot | None, source: Volume | None) -> int:
     if not size:
         if source is not None:
@@ -424,8 +381,8 @@ def _encryption_key(session, vtype, snap, source, image) -> str | None:
     return _new_key(session, enc.cipher.split("-")[0], enc.key_size)
 
 
-def revert(session: Session, flow: FlowRun, records: dict[str, dict], env: StepEnv) -> None:
-    key_id = (records.get(name, {}).get("spec") or {}).get("encryption_key_id")
+def revert(session: Session, ctx: CreateContext, result: dict[str, Any], env: StepEnv) -> None:
+    key_id = (result.get("spec") or {}).get("encryption_key_id")
     if not key_id:
         return
     held = session.scalar(
