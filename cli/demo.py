@@ -1,54 +1,50 @@
-"""`volchain demo`: the whole create chain with no servers, on a throw-away SQLite file.
+"""`volchain demo`: the whole create chain with no servers, on an embedded PostgreSQL.
 
-Three creates succeed (two via the scheduler queue, one from a snapshot straight to its backend's
+The data directory (--data, default VOLCHAIN_DATA_DIR: ./volchain-data) is made on the first run
+and kept; each run seeds a project of its own, so runs add up without meeting each other. Three
+creates succeed (two via the scheduler queue, one from a snapshot straight to its backend's
 `volume.<host>` queue); then the volumes quota is set to the count, so a fourth create fails in
-quota_reserve and is compensated. Ends with the quota usage beside what the rows say.
+quota_reserve and is compensated. Ends with the quota usage beside what the rows say, and stops
+the server (the next run, or any command with VOLCHAIN_DATA_DIR set to the directory, starts it).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from cli import render
 from cli.flows import error_line, load_flow
 
-PROJECT = "demo-project"
 SOURCE_HOST = "node1@lvm#pool"
 WAIT_SECONDS = 15.0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the chain in-process (SQLite, memory broker, worker thread)")
-    p.add_argument("--keep", action="store_true", help="keep the demo database and print its path")
+    p = sub.add_parser("demo", help="run the chain in-process (embedded PostgreSQL, memory broker, worker thread)")
+    p.add_argument("--data", type=Path, metavar="DIR",
+                   help="PostgreSQL data directory, made if missing and kept (default: VOLCHAIN_DATA_DIR, "
+                   "./volchain-data)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.migrate import upgrade
-    from workers.embedded import embedded
+    from workers.embedded import embedded, postgres
+    from workers.settings import get_settings
 
-    workdir = Path(tempfile.mkdtemp(prefix="volchain-demo-"))
-    path = workdir / "volchain.db"
-    try:
-        url = f"sqlite:///{path}"
-        upgrade(url)
-        with embedded(url) as settings:
-            print(f"volchain demo: SQLite {path}, broker {settings.broker_url}, "
-                  f"worker thread on {settings.step_queue} + {settings.compensate_queue}")
-            return _demo()
-    finally:
-        if args.keep:
-            print(f"database kept at {path}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with postgres(args.data or get_settings().data_dir) as server, embedded(server.url) as settings:
+        print(f"volchain demo: PostgreSQL in {server.data_dir} (kept), broker {settings.broker_url}, "
+              f"worker thread on {settings.step_queue} + {settings.compensate_queue}")
+        project = f"demo-{uuid.uuid4().hex[:8]}"
+        status = _demo(project)
+    print(f"\nkept in {server.data_dir}: VOLCHAIN_DATA_DIR={server.data_dir} volchain quota show --project {project}")
+    return status
 
 
-def _seed(factory) -> tuple[str, str]:
+def _seed(factory, project: str) -> tuple[str, str]:
     """A 1 GB volume on SOURCE_HOST and a snapshot of it (imported: outside quota)."""
     from sqlalchemy import select
 
@@ -59,22 +55,22 @@ def _seed(factory) -> tuple[str, str]:
 
     with factory() as session, session.begin():
         type_id = session.scalar(select(VolumeType.id).where(VolumeType.name == get_settings().default_volume_type))
-        vol = Volume(project_id=PROJECT, size=1, status="available", host=SOURCE_HOST, availability_zone="nova",
+        vol = Volume(project_id=project, size=1, status="available", host=SOURCE_HOST, availability_zone="nova",
                      volume_type_id=type_id, display_name="demo-source", use_quota=False)
         session.add(vol)
         session.flush()
-        snap = Snapshot(project_id=PROJECT, volume_id=vol.id, volume_size=1, volume_type_id=type_id,
+        snap = Snapshot(project_id=project, volume_id=vol.id, volume_size=1, volume_type_id=type_id,
                         display_name="demo-snap", use_quota=False)
         session.add(snap)
         session.flush()
         return vol.id, snap.id
 
 
-def _create(number: int, label: str, **request: Any):
+def _create(project: str, number: int, label: str, **request: Any):
     from tasks.context import RequestContext
     from workers.submit import create_volume
 
-    out = create_volume(RequestContext(project_id=PROJECT, user_id="demo"), timeout=WAIT_SECONDS, **request)
+    out = create_volume(RequestContext(project_id=project, user_id="demo"), timeout=WAIT_SECONDS, **request)
     detail = f"queue {out.cast['queue']}" if out.cast else error_line(out.error) or "-"
     print(f"create {number}  {label:<30} flow {out.flow_id}  {out.state:<9}  {detail}")
     return out
@@ -86,7 +82,7 @@ def _quota_config():
     return quota_config(get_runtime().settings)
 
 
-def _usage(factory) -> tuple[list[tuple], bool]:
+def _usage(factory, project: str) -> tuple[list[tuple], bool]:
     """Usage per resource beside a recount from the rows; True when they agree everywhere."""
     from sqlalchemy import func, select
 
@@ -98,41 +94,41 @@ def _usage(factory) -> tuple[list[tuple], bool]:
     with factory() as session:
         pending = dict(session.execute(
             select(Reservation.resource, func.sum(Reservation.delta))
-            .where(Reservation.project_id == PROJECT, Reservation.delta > 0).group_by(Reservation.resource)
+            .where(Reservation.project_id == project, Reservation.delta > 0).group_by(Reservation.resource)
         ).all())
-        for name, u in usage_report(session, PROJECT, config).items():
+        for name, u in usage_report(session, project, config).items():
             if name in LIMIT_ONLY:
                 rows.append((name, u["limit"], u["in_use"], u["reserved"], None, None))
                 continue
-            counted, held = sync_usage(session, PROJECT, name, config), int(pending.get(name, 0))
+            counted, held = sync_usage(session, project, name, config), int(pending.get(name, 0))
             agree = agree and (u["in_use"], u["reserved"]) == (counted, held)
             rows.append((name, u["limit"], u["in_use"], u["reserved"], counted, held))
     return rows, agree
 
 
-def _demo() -> int:
+def _demo(project: str) -> int:
     from tasks import quota_engine
     from workers.runtime import get_runtime
 
     factory = get_runtime().factory
-    source_id, snap_id = _seed(factory)
-    print(f"project {PROJECT}: seeded volume {source_id} on {SOURCE_HOST} and its snapshot {snap_id}\n")
+    source_id, snap_id = _seed(factory, project)
+    print(f"project {project}: seeded volume {source_id} on {SOURCE_HOST} and its snapshot {snap_id}\n")
 
     created = [
-        _create(1, "size 1 GB", size=1, name="demo-1"),
-        _create(2, f"from snapshot {snap_id[:8]}", snapshot_id=snap_id, name="demo-2"),
-        _create(3, "size 2 GB, metadata tier=gold", size=2, name="demo-3", metadata={"tier": "gold"}),
+        _create(project, 1, "size 1 GB", size=1, name="demo-1"),
+        _create(project, 2, f"from snapshot {snap_id[:8]}", snapshot_id=snap_id, name="demo-2"),
+        _create(project, 3, "size 2 GB, metadata tier=gold", size=2, name="demo-3", metadata={"tier": "gold"}),
     ]
     with factory() as session, session.begin():
-        count = quota_engine.sync_usage(session, PROJECT, "volumes", _quota_config())
-        quota_engine.set_limits(session, PROJECT, {"volumes": count})
-    print(f"\nquota set --project {PROJECT} volumes={count}\n")
-    over = _create(4, "size 1 GB, over quota", size=1, name="demo-4")
+        count = quota_engine.sync_usage(session, project, "volumes", _quota_config())
+        quota_engine.set_limits(session, project, {"volumes": count})
+    print(f"\nquota set --project {project} volumes={count}\n")
+    over = _create(project, 4, "size 1 GB, over quota", size=1, name="demo-4")
     steps = load_flow(over.flow_id)["steps"]
     print("         compensation: " + ", ".join(f"{s['step']} {s['state']}" for s in steps))
 
-    rows, agree = _usage(factory)
-    print(f"\nquota usage of {PROJECT} (engine) beside a recount of the rows:")
+    rows, agree = _usage(factory, project)
+    print(f"\nquota usage of {project} (engine) beside a recount of the rows:")
     print(render.table(("RESOURCE", "LIMIT", "IN_USE", "RESERVED", "ROWS_IN_USE", "ROWS_PENDING"), rows))
     print(f"quota usage equals the rows: {'yes' if agree else 'NO'}")
 

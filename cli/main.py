@@ -2,7 +2,9 @@
 
 Exit status: 0 done; 1 a create failed (create --wait) or the demo misbehaved; 2 bad input or
 an error reported by volchain, printed on one line on stderr, never as a traceback.
-Every command but `demo` uses the configured Settings (VOLCHAIN_DATABASE_URL, VOLCHAIN_BROKER_URL).
+Every command but `demo` uses the configured Settings (VOLCHAIN_DATABASE_URL, VOLCHAIN_BROKER_URL);
+with no database URL, it runs on the embedded servers (workers/embedded.py) and says so on stderr.
+`demo` always runs on embedded servers, in the data directory it is given.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from cli.parsing import ArgumentParser, UsageError
 
 COMMANDS = (db, worker, api, token, demo, create, quota, volume_types, images, services, flows)
 PROG = "volchain"
+OWN_SERVERS = ("demo",)  # starts its own embedded servers
+SERVES_OTHER_PROCESSES = ("worker", "api")  # needs servers that other processes can reach
 # Errors reach the user once, as the one-line message below; -v shows the logs as well.
 LOG_LEVELS = (logging.CRITICAL, logging.WARNING, logging.INFO, logging.DEBUG)
 
@@ -33,24 +37,41 @@ def _fail(line: str) -> int:
     return 2
 
 
+def run(args) -> int:
+    """The command's handler, on the configured servers or else the embedded ones."""
+    from workers.embedded import BROKER_URL, DATABASE, servers
+    from workers.settings import get_settings
+
+    if args.command in OWN_SERVERS:
+        return args.handler(args)
+    with servers(get_settings(), serves_other_processes=args.command in SERVES_OTHER_PROCESSES) as embedded:
+        if embedded is not None:
+            print(f"{PROG}: no VOLCHAIN_DATABASE_URL: embedded PostgreSQL in {embedded.data_dir} (database "
+                  f"{DATABASE}), broker {BROKER_URL} in this process", file=sys.stderr)
+        return args.handler(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import RedisError
     from sqlalchemy.exc import SQLAlchemyError
 
     from tasks.errors import VolchainError
+    from workers.embedded import EmbeddedError
 
     try:
         args = build_parser().parse_args(argv)
         level = LOG_LEVELS[min(args.verbose, len(LOG_LEVELS) - 1)]
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-        return args.handler(args)
+        return run(args)
     except SystemExit as exc:  # --help and friends
         return exc.code if isinstance(exc.code, int) else 0
     except UsageError as exc:
         return _fail(str(exc))
     except VolchainError as exc:
         return _fail(f"{PROG}: error: {exc.type_name}: {exc}")
+    except EmbeddedError as exc:
+        return _fail(f"{PROG} {args.command}: error: {exc}")
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
         first_line = (str(cause).splitlines() or [""])[0]

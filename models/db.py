@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 _factories: dict[str, sessionmaker[Session]] = {}
@@ -12,23 +12,8 @@ POOL_RECYCLE_SECONDS = 1800  # a connection older than this is replaced (pooled 
 _lock = threading.Lock()
 
 
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite")
-
-
 def make_engine(url: str, pool_size: int = 5) -> Engine:
-    """An engine tuned for short transactions (PostgreSQL) or the embedded SQLite file."""
-    if is_sqlite(url):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        return engine
+    """A PostgreSQL engine tuned for short transactions."""
     # No pre-ping: it costs a round trip per checkout. A dropped connection raises OperationalError,
     # which the pool invalidates and the step retries (workers/steps.py); recycle stale ones anyway.
     # Step threads keep a connection between steps (tasks/step_tx.py): it is never checked back in,

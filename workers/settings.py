@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EMBEDDED_DATABASE_URL = "sqlite:///volchain.db"
+EMBEDDED_DATA_DIR = Path("volchain-data")
 EMBEDDED_BROKER_URL = "memory://localhost/"
 
 
@@ -40,10 +41,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VOLCHAIN_", extra="ignore")
 
-    database_url: str = Field(
-        EMBEDDED_DATABASE_URL,
-        description="SQLAlchemy URL. Production: postgresql+psycopg://user@host/db. "
-        "The SQLite default is for the embedded demo only.",
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of PostgreSQL: postgresql+psycopg://user@host/db. Unset: the CLI runs an "
+        "embedded PostgreSQL in data_dir for the command's lifetime (workers/embedded.py).",
+    )
+    data_dir: Path = Field(
+        EMBEDDED_DATA_DIR,
+        description="Embedded mode (no database_url): the PostgreSQL data directory, made on first use and "
+        "kept; relative paths are taken from the working directory.",
     )
     broker_url: str = Field(
         EMBEDDED_BROKER_URL,
