@@ -123,16 +123,11 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(256 * 1024, description="Largest request body the API reads.")
     api_public_url: str | None = Field(None, description="Base URL for links; unset: taken from the request.")
 
-    step_functions: bool = Field(
-        True,
-        description="PostgreSQL: run a step as one call of its database function (migration 0004); "
-        "false sends every step through the transactional Python path.",
-    )
-
     # Test facility.
     failure_injection: bool = Field(
         False,
-        description="Honour a create request's `_inject` key (tests only). Off in production.",
+        description="Honour a create request's `_inject` key (tests only; workers/failure_injection.py is "
+        "installed only then). Off in production.",
     )
 
 

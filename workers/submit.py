@@ -16,7 +16,7 @@ from models.db import engine_of
 from models.flow_log import FlowRun, FlowState
 from tasks import errors
 from tasks.context import RequestContext
-from tasks.flow import STEPS
+from tasks.create.flow import STEPS
 from tasks.runner import compensate, record_failure
 from workers import outcome
 from workers.runtime import get_runtime

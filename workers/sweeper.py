@@ -13,7 +13,7 @@ import threading
 from sqlalchemy import text
 
 from models.db import engine_of
-from tasks.flow import STEPS
+from tasks.create.flow import STEPS
 from tasks.sweeper import SweepReport, sweep
 from workers import outcome
 from workers.runtime import get_runtime
@@ -26,10 +26,7 @@ LEADER_LOCK_ID = 0x766F6C63  # "volc"
 def sweep_once() -> SweepReport | None:
     """Sweep if this process can take the leader lock; None when another sweeper holds it."""
     rt = get_runtime()
-    engine = engine_of(rt.factory)
-    if engine.dialect.name != "postgresql":
-        return _sweep(rt)
-    with engine.connect() as conn:
+    with engine_of(rt.factory).connect() as conn:
         if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_ID}):
             return None
         try:
