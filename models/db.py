@@ -1,23 +1,26 @@
-"""Engine and session factory; the URL is always passed in."""
+"""Engine and session factory, and the connection a step thread keeps; the URL is always passed in."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 _factories: dict[str, sessionmaker[Session]] = {}
 POOL_RECYCLE_SECONDS = 1800  # a connection older than this is replaced (pooled or kept by a step thread)
 _lock = threading.Lock()
+_kept = threading.local()  # this thread's kept connections: {engine: (connection, opened at)}, and its pid
 
 
 def make_engine(url: str, pool_size: int = 5) -> Engine:
     """A PostgreSQL engine tuned for short transactions."""
     # No pre-ping: it costs a round trip per checkout. A dropped connection raises OperationalError,
     # which the pool invalidates and the step retries (workers/steps.py); recycle stale ones anyway.
-    # Step threads keep a connection between steps (tasks/step_tx.py): it is never checked back in,
-    # so it is never pre-pinged either way, and step_tx replaces it after the same recycle age.
+    # Step threads keep a connection between steps (kept_connection): it is never checked back in,
+    # so it is never pre-pinged either way, and it is replaced after the same recycle age.
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=POOL_RECYCLE_SECONDS)
 
 
@@ -38,12 +41,47 @@ def session_factory(url: str, pool_size: int = 5) -> sessionmaker[Session]:
     return factory
 
 
+def kept_connection(engine: Engine) -> Connection:
+    """This thread's connection to `engine`, kept open from one call to the next (the step runner
+    uses it: a pool check-out and check-in per step cost about as much as one of its statements).
+
+    It is replaced when SQLAlchemy invalidated it (the server went away: the statement that found
+    out raised, and the step is retried) and once it is POOL_RECYCLE_SECONDS old. A forked child
+    forgets what its parent kept, without touching the parent's sockets.
+    """
+    kept = getattr(_kept, "connections", None)
+    if kept is None or _kept.pid != os.getpid():
+        kept = _kept.connections = {}
+        _kept.pid = os.getpid()
+    now = time.monotonic()
+    held = kept.get(engine)
+    if held is not None:
+        conn, opened = held
+        if not (conn.closed or conn.invalidated) and now - opened < POOL_RECYCLE_SECONDS:
+            return conn
+        conn.close()
+    conn = engine.connect()
+    kept[engine] = (conn, now)
+    return conn
+
+
+def forget_kept_connections() -> None:
+    """Close the connections this thread kept (shutdown and tests; a fork needs nothing)."""
+    kept = getattr(_kept, "connections", None)
+    if kept is not None and _kept.pid == os.getpid():
+        for conn, _opened in kept.values():
+            conn.close()
+    _kept.connections = None
+
+
 def dispose_all(close: bool = True) -> None:
-    """Drop every pooled connection of this process.
+    """Drop every pooled connection of this process (and, with `close`, the ones this thread kept).
 
     After a fork pass `close=False`: the child forgets the parent's connections without
     closing sockets the parent still uses.
     """
+    if close:
+        forget_kept_connections()
     with _lock:
         for factory in _factories.values():
             engine_of(factory).dispose(close=close)

@@ -12,6 +12,7 @@ concurrent first reservations of a project serialise on the unique key instead o
 from __future__ import annotations
 
 import uuid
+from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping
@@ -185,14 +186,22 @@ _LOCK_USAGES = (
     .with_for_update()
 )
 # Every changed usage row in one statement (an executemany would send one statement per row).
-_WRITE_USAGES = text(
+_UPDATE_USAGES = (
     "UPDATE quota_usages SET in_use = v.in_use, reserved = v.reserved, until_refresh = v.until_refresh, "
     "updated_at = :now FROM unnest(CAST(:ids AS integer[]), CAST(:in_use AS bigint[]), "
     "CAST(:reserved AS bigint[]), CAST(:until_refresh AS integer[])) AS v(id, in_use, reserved, until_refresh) "
     "WHERE quota_usages.id = v.id"
 )
-# RETURNING makes SQLAlchemy send a batch of rows as one multi-row INSERT ("insertmanyvalues").
-_INSERT_RESERVATIONS = _RESERVATIONS.insert().returning(_RESERVATIONS.c.id)
+_WRITE_USAGES = text(_UPDATE_USAGES)
+# A reserve's new reservations go in with its usage rows, in the same statement (a writable CTE:
+# one round trip instead of two), in the order given.
+_RESERVE_AND_WRITE_USAGES = text(
+    "WITH new_reservations AS (INSERT INTO reservations (uuid, usage_id, project_id, resource, delta, expire, "
+    "created_at) SELECT r.uuid, r.usage_id, :project_id, r.resource, r.delta, :expire, :now FROM unnest("
+    "CAST(:r_uuids AS varchar[]), CAST(:r_usage_ids AS integer[]), CAST(:r_resources AS varchar[]), "
+    "CAST(:r_deltas AS bigint[])) WITH ORDINALITY AS r(uuid, usage_id, resource, delta, n) ORDER BY r.n) "
+    + _UPDATE_USAGES
+)
 
 
 def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, _Usage]:
@@ -203,13 +212,14 @@ def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) ->
 
 def _write_usages(session: Session, usages: Iterable[_Usage], now: datetime) -> None:
     changed = [u for u in usages if u.dirty]
-    if not changed:
-        return
-    session.connection().execute(_WRITE_USAGES, {
-        "ids": [u.id for u in changed], "in_use": [u.in_use for u in changed],
-        "reserved": [u.reserved for u in changed], "until_refresh": [u.until_refresh for u in changed],
-        "now": now,
-    })
+    if changed:
+        session.connection().execute(_WRITE_USAGES, _usage_params(changed, now))
+
+
+def _usage_params(changed: list[_Usage], now: datetime) -> dict:
+    return {"ids": [u.id for u in changed], "in_use": [u.in_use for u in changed],
+            "reserved": [u.reserved for u in changed], "until_refresh": [u.until_refresh for u in changed],
+            "now": now}
 
 
 def _resolve_expire(expire) -> datetime:
@@ -314,21 +324,17 @@ def reserve(
 
     check_limits(deltas, limits, {n: {"in_use": u.in_use, "reserved": u.reserved} for n, u in usages.items()})
 
-    uuids = []
-    rows = []
+    uuids = [str(uuid.uuid4()) for _ in deltas]
     for name, delta in deltas.items():
-        usage = usages[name]
-        rid = str(uuid.uuid4())
-        uuids.append(rid)
-        rows.append(
-            {"uuid": rid, "usage_id": usage.id, "project_id": project_id, "resource": name,
-             "delta": delta, "expire": expire_at, "created_at": now}
-        )
         if delta > 0:
-            usage.reserved += delta
-        usage.dirty = True
-    session.connection().execute(_INSERT_RESERVATIONS, rows).all()
-    _write_usages(session, usages.values(), now)
+            usages[name].reserved += delta
+        usages[name].dirty = True
+    session.connection().execute(_RESERVE_AND_WRITE_USAGES, {
+        **_usage_params([u for u in usages.values() if u.dirty], now),
+        "project_id": project_id, "expire": expire_at, "r_uuids": uuids,
+        "r_usage_ids": [usages[name].id for name in deltas], "r_resources": list(deltas),
+        "r_deltas": list(deltas.values()),
+    })
     return uuids
 
 
@@ -348,25 +354,45 @@ _TAKE_RESERVATIONS = (
 )
 
 
+# With a scope (project, resources): lock those usage rows (by id order) and delete the pending
+# reservations among :uuids that hold them, in one statement. Each reservation's usage row is
+# locked before the reservation is deleted, the order every settle and expire keeps.
+_LOCK_AND_TAKE_IN_SCOPE = text(
+    "WITH locked AS (SELECT id, resource, in_use, reserved, until_refresh, updated_at FROM quota_usages "
+    "WHERE project_id = :project_id AND resource = ANY(CAST(:resources AS varchar[])) ORDER BY id FOR UPDATE), "
+    "taken AS (DELETE FROM reservations USING locked WHERE reservations.usage_id = locked.id "
+    "AND reservations.uuid = ANY(CAST(:uuids AS varchar[])) "
+    "RETURNING reservations.id, reservations.usage_id, reservations.delta) "
+    "SELECT locked.id, locked.resource, locked.in_use, locked.reserved, locked.until_refresh, locked.updated_at, "
+    "taken.id AS reservation_id, taken.delta FROM locked LEFT JOIN taken ON taken.usage_id = locked.id"
+)
+
+
+_Taken = namedtuple("_Taken", "id usage_id delta")  # a reservation deleted by a settle
+
+
 def _take_reservations(
     session: Session, uuids: list[str], scope: tuple[str, Iterable[str]] | None
 ) -> tuple[list, dict[int, _Usage]]:
     """Lock the usage rows (by id order), then delete the pending reservations among `uuids`.
 
-    Returns the deleted reservations and the locked usages. Two settles of the same reservation
-    serialise on its usage row, which both lock first. `scope` (project id, resource names), when
-    the caller knows it, saves the look-up of the usage rows the reservations point at.
+    Returns the deleted reservations (id, usage_id, delta) and the locked usages. Two settles of
+    the same reservation serialise on its usage row, which both lock first. `scope` (project id,
+    resource names), when the caller knows it, does both in one statement and saves the look-up of
+    the usage rows the reservations point at.
     """
     if not uuids:
         return [], {}
     conn = session.connection()
     if scope is not None:
-        usages = {u.id: u for u in _lock_usages(session, scope[0], scope[1]).values()}
-    else:
-        usage_ids = list(conn.scalars(_PENDING, {"uuids": uuids}))
-        if not usage_ids:
-            return [], {}
-        usages = {row.id: _Usage(row) for row in conn.execute(_LOCK_USAGES_BY_ID, {"ids": usage_ids})}
+        rows = conn.execute(_LOCK_AND_TAKE_IN_SCOPE,
+                            {"project_id": scope[0], "resources": list(scope[1]), "uuids": uuids}).all()
+        usages = {row.id: _Usage(row) for row in rows}
+        return [_Taken(row.reservation_id, row.id, row.delta) for row in rows if row.reservation_id is not None], usages
+    usage_ids = list(conn.scalars(_PENDING, {"uuids": uuids}))
+    if not usage_ids:
+        return [], {}
+    usages = {row.id: _Usage(row) for row in conn.execute(_LOCK_USAGES_BY_ID, {"ids": usage_ids})}
     return conn.execute(_TAKE_RESERVATIONS, {"uuids": uuids}).all(), usages
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
+from models.db import engine_of, kept_connection
 from models.flow_log import TERMINAL_STATES, FlowRun, FlowState, StepState
 from tasks import errors
 from tasks.context import CreateContext
@@ -93,10 +94,11 @@ def run_step(factory: sessionmaker[Session], step: Step, flow_id: str, env: Step
     """Run `step` once for this flow: its effect and its record in one transaction; a step
     recorded already is replayed. Returns the flow's context with the step's result in it.
 
-    The step's inputs come from the flow row, never from the message that triggered it.
+    The step's inputs come from the flow row, never from the message that triggered it. The
+    transaction runs on this thread's kept connection; the step's Session joins it.
     """
-    with factory.begin() as session:
-        conn = session.connection()
+    conn = kept_connection(engine_of(factory))
+    with conn.begin(), Session(bind=conn, expire_on_commit=False) as session:
         row = conn.execute(_LOCK_FLOW, {"flow_id": flow_id}).first()
         if row is None:
             raise errors.FlowNotFound(flow_id=flow_id)
@@ -109,6 +111,7 @@ def run_step(factory: sessionmaker[Session], step: Step, flow_id: str, env: Step
         if state != FlowState.RUNNING.value:
             raise errors.FlowNotRunning(flow_id=flow_id, state=state, step=step.name)
         provided = step.run(session, ctx, env)
+        session.flush()
         now = utcnow()
         record = {"state": StepState.DONE.value, "result": provided, "done_at": now.isoformat(), "reverted_at": None}
         conn.execute(_RECORD_FINAL_STEP if final else _RECORD_STEP,
