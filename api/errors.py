@@ -48,13 +48,13 @@ def fault(status: int, message: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse({name: body}, status_code=status, headers=headers)
 
 
-def error_response(error: dict) -> JSONResponse:
-    """Render an error recorded by a flow (`{type, code, message}`) as Cinder does."""
-    status = int(error.get("code", 500))
-    message = error.get("message") or GENERIC_500
-    if status == 413:  # QuotaError is "safe": Cinder prefixes the class name
-        message = f"{error.get('type', 'QuotaError')}: {message}"
-    return fault(status, message)
+def error_response(exc: errors.VolchainError) -> JSONResponse:
+    """A VolchainError as Cinder renders it (raised here, or recorded by a flow and rebuilt by
+    `VolchainError.from_dict`)."""
+    message = exc.msg or GENERIC_500
+    if exc.http_status == 413:  # QuotaError is "safe": Cinder prefixes the class name
+        message = f"{exc.type_name}: {message}"
+    return fault(exc.http_status, message, exc.headers)
 
 
 def install(app: FastAPI) -> None:
@@ -62,7 +62,7 @@ def install(app: FastAPI) -> None:
     async def _volchain(_request: Request, exc: errors.VolchainError):
         if exc.http_status >= 500:
             log.error("%s: %s", exc.type_name, exc)
-        return error_response(exc.to_dict())
+        return error_response(exc)
 
     @app.exception_handler(HTTPError)
     async def _http(_request: Request, exc: HTTPError):

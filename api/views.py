@@ -1,4 +1,4 @@
-"""JSON views, field for field as Cinder answers (spec section 6; wire samples)."""
+"""JSON views, field for field as Cinder answers (Cinder's volume API reference and its answers)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def volume_type(vt: VolumeType, *, admin: bool, version: APIVersion) -> dict[str
     return view
 
 
-# The order Cinder lists quota resources in (wire samples): base, then per type, then groups.
+# The order Cinder lists quota resources in: base, then per type, then groups.
 QUOTA_BASE_ORDER = ("volumes", "per_volume_gigabytes", "snapshots", "gigabytes", "backups", "backup_gigabytes")
 
 

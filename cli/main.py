@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from redis.exceptions import RedisError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from tasks.errors import VolchainError
-    from workers.embedded import EmbeddedError
+    from tasks.errors import EmbeddedError, VolchainError
 
     try:
         args = build_parser().parse_args(argv)

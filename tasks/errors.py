@@ -267,6 +267,11 @@ class SubmitFailed(VolchainError):
     message = "Could not submit the create of volume %(volume_id)s: %(reason)s"
 
 
+class EmbeddedError(Exception):
+    """The embedded mode (workers/embedded.py) cannot run as asked; the message is one line for
+    the user. Not a Cinder error: it stops a command before any flow, and never travels."""
+
+
 # Every error class by the name it travels under (`to_dict`'s type). A class missing here comes
 # back from `from_dict` as a plain VolchainError with its code and message (tests/test_errors.py
 # checks that none is missing).

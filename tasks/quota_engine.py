@@ -132,13 +132,18 @@ def class_limits(session: Session, resources: Iterable[str], config: QuotaConfig
     return {n: rows[n] if n in rows else config.defaults.get(n, -1) for n in names}
 
 
-def limit_check(session: Session, project_id: str, config: QuotaConfig, **values: int) -> None:
-    """Check non-reservable limits (per_volume_gigabytes); raise OverQuota when exceeded."""
+def limit_check(session: Session, project_id: str, config: QuotaConfig,
+                limits: Mapping[str, int] | None = None, **values: int) -> None:
+    """Check non-reservable limits (per_volume_gigabytes); raise OverQuota when exceeded.
+
+    `limits`, when given, are the caller's already-read limits for (at least) these names.
+    """
     unders = sorted(k for k, v in values.items() if v < 0)
     if unders:
         raise errors.InvalidQuotaValue(unders=unders)
-    _check_known(session, values, LIMIT_ONLY)
-    limits = get_limits(session, project_id, values, config)
+    if limits is None:
+        _check_known(session, values, LIMIT_ONLY)
+        limits = get_limits(session, project_id, values, config)
     overs = sorted(k for k, v in values.items() if limits[k] >= 0 and limits[k] < v)
     if overs:
         raise errors.OverQuota(overs=overs, quotas=limits, usages={})
@@ -247,11 +252,6 @@ def check_limits(deltas: Mapping[str, int], limits: Mapping[str, int], usages: M
     )
     if overs:
         raise errors.OverQuota(overs=overs, quotas=dict(limits), usages=dict(usages))
-
-
-def reservation_deadline(config: QuotaConfig) -> datetime:
-    """When a reservation made now expires."""
-    return _resolve_expire(config.reservation_expire)
 
 
 def reserve(

@@ -1,4 +1,4 @@
-"""A failure at any point of the chain is compensated exactly once (spec 1.5, saga notes 1).
+"""A failure at any point of the chain is compensated exactly once (docs/design.md, Failure and compensation).
 
 Failures come from the request's `_inject` key, honoured because the test workers run with
 VOLCHAIN_FAILURE_INJECTION=true: `before` the step's effect, `before_commit` (effect done,

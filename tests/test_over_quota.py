@@ -1,4 +1,4 @@
-"""Over-quota creates fail with Cinder's 413 errors and leave nothing behind (spec 3.5, 3.6)."""
+"""Over-quota creates fail with Cinder's 413 errors and leave nothing behind."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The quota engine (spec 3.3-3.7) as plain functions on the real PostgreSQL test database.
+"""The quota engine as plain functions on the real PostgreSQL test database.
 
 Each test owns a fresh project id, so rows of other tests never count. The steps use this
 engine and no other (there is one path), so these tests cover what every create does.

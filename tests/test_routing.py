@@ -1,4 +1,4 @@
-"""Where volume_cast sends a create, and what the cast message carries (spec 5, Pike routing)."""
+"""Where volume_cast sends a create, and what the cast message carries (Cinder's Pike routing rule)."""
 
 from __future__ import annotations
 

@@ -230,3 +230,21 @@ def test_every_error_class_travels_by_name(db):
         assert errors.REGISTRY.get(klass.__name__) is klass, f"{klass.__name__} is missing from errors.REGISTRY"
         rebuilt = errors.VolchainError.from_dict({"type": klass.__name__, "code": 599, "message": "m"})
         assert type(rebuilt) is klass and str(rebuilt) == "m"
+
+
+def test_a_compensation_that_keeps_failing_parks_the_flow_with_the_reason(db, project):
+    from workers.steps import compensate_flow
+
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    broken = {"quota_reserve": {"state": "done", "result": {"reservations": None, "deltas": None},
+                                "done_at": "2026-12-06T00:00:00", "reverted_at": None}}
+    with db() as s, s.begin():
+        flow = s.get(FlowRun, ctx.flow_id)
+        flow.steps, flow.state = broken, "compensating"
+        flow.error = errors.InvalidInput(reason="x").to_dict()
+    # The last try (Celery's retries used up): the error is not retried again but parks the flow.
+    result = compensate_flow.apply(args=(ctx.flow_id,), retries=compensate_flow.max_retries)
+    assert result.failed()
+    flow = _flow(db, ctx.flow_id)
+    assert flow.state == "needs_attention"
+    assert flow.error["type"] == "InvalidInput" and flow.error["compensation_error"].startswith("TypeError")

@@ -1,4 +1,4 @@
-"""Create-volume validation (spec 2.1-2.3) through real worker processes.
+"""Create-volume validation (Cinder's REST controller, volume.API.create, ExtractVolumeRequestTask) through real worker processes.
 
 Every rejected create must end `reverted` with Cinder's `{type, code, message}`, leave no volume
 row and no step record behind, and keep quota usage equal to the rows. Expected messages are

@@ -22,7 +22,7 @@ def worker_concurrency(settings: Settings) -> int:
 
 
 def celery_config(settings: Settings) -> dict:
-    """Every Celery option volchain ships with (see celery-saga-notes.md for the why)."""
+    """Every Celery option volchain ships with (docs/design.md and the README say why)."""
     transport = {"visibility_timeout": settings.visibility_timeout}
     if settings.broker_url.startswith("memory://"):
         transport = {"polling_interval": 0.01}

@@ -26,6 +26,7 @@ from typing import Iterator
 
 from celery.worker import WorkController
 
+from tasks.errors import EmbeddedError
 from workers.settings import EMBEDDED_BROKER_URL, Settings, get_settings
 
 BROKER_URL = EMBEDDED_BROKER_URL
@@ -36,10 +37,6 @@ ENV_BROKER_URL = "VOLCHAIN_BROKER_URL"
 ENV_TASK_EVENTS = "VOLCHAIN_TASK_EVENTS"
 WORKER_START_SECONDS = 30.0
 WORKER_SHUTDOWN_SECONDS = 10.0
-
-
-class EmbeddedError(Exception):
-    """Embedded mode cannot run as asked; the message is one line for the user."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import views
 from api.deps import Scope, require_admin, scope
-from api.errors import HTTPError, error_response
+from api.errors import HTTPError
 from api.microversion import v
 from api.schemas import RESET_STATUS, create_volume_schema_cached, validate
 from models import utcnow
@@ -108,8 +108,8 @@ async def create_volume(request: Request, s: Scope = Depends(scope)):
                             headers={"Preference-Applied": "respond-async"})
     outcome = await request.app.state.waiter.wait(sub.flow_id, rt.settings.api_wait_seconds,
                                                   volume_id=sub.volume_id, just_submitted=not sub.replayed)
-    if outcome.finished and not outcome.succeeded:
-        return error_response(outcome.error or {"code": 500})
+    if outcome.finished and not outcome.succeeded:  # the error the flow recorded, as its class
+        raise errors.VolchainError.from_dict(outcome.error or errors.VolchainError().to_dict())
     view = await run_in_threadpool(_created_view, rt, s, sub.flow_id, sub.volume_id,
                                    sub.replayed or bool(req.get("metadata")))
     return JSONResponse({"volume": view}, status_code=202)

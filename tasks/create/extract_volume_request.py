@@ -8,8 +8,9 @@ Reversion strategy: delete the encryption key this step created, unless a live v
     holds it. Nothing else was written.
 Redelivery: the spec is recorded with the key; a repeat delivery returns the recorded spec.
 
-Checks run in Cinder's order: the REST controller's lookups (2.1), `volume.API.create` (2.2),
-then `ExtractVolumeRequestTask` (2.3). Section numbers refer to spec/cinder-create-volume.md.
+Checks run in Cinder's order: the REST controller's lookups, `volume.API.create`, then
+`ExtractVolumeRequestTask` (in Cinder's public tree: cinder/api/v3/volumes.py,
+cinder/volume/api.py, cinder/volume/flows/api/create_volume.py).
 """
 
 from __future__ import annotations

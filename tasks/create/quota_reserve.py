@@ -27,9 +27,11 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     deltas = quota_engine.per_type_deltas({"volumes": 1, "gigabytes": size}, spec["volume_type_name"])
     # One read for every limit this create needs: the per-volume limit and the reservable ones.
     limits = quota_engine.get_limits(session, ctx.project_id, ["per_volume_gigabytes", *deltas], env.quota)
-    per_volume = limits.pop("per_volume_gigabytes")
-    if 0 <= per_volume < size:  # Cinder's limit_check(per_volume_gigabytes=size)
-        raise errors.VolumeSizeExceedsLimit(size=size, limit=per_volume)
+    try:
+        quota_engine.limit_check(session, ctx.project_id, env.quota, limits=limits, per_volume_gigabytes=size)
+    except errors.OverQuota as exc:
+        raise errors.VolumeSizeExceedsLimit(size=size, limit=exc.quotas["per_volume_gigabytes"]) from exc
+    del limits["per_volume_gigabytes"]
     try:
         uuids = quota_engine.reserve(session, ctx.project_id, deltas, env.quota, limits=limits)
     except errors.OverQuota as exc:

@@ -1,7 +1,7 @@
-"""Every error class of spec section 6, answered with Cinder's fault body and wire-sample messages.
+"""Every error class of the create flow, answered with Cinder's fault body and messages.
 
 Each failing create ends with the invariant (quota usage equals the rows) and no live volume row
-for the project. Messages are the exact ones of cinder-wire-samples.md (max version: volchain's 3.67).
+for the project. Messages are Cinder's exact ones (max version: volchain's 3.67).
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ def test_an_admin_sets_a_projects_quota(api_url, issue_token, db, check_invarian
     keys = expected_quota_keys(db)
     expected = {k: DEFAULT_LIMITS.get(k, -1) for k in keys}
     expected.update(volumes=5, gigabytes=50, volumes___DEFAULT__=4)
-    assert list(put.json()["quota_set"]) == keys  # no id in the PUT answer (wire sample)
+    assert list(put.json()["quota_set"]) == keys  # no id in the PUT answer, as Cinder answers
     assert put.json()["quota_set"] == expected
     assert at_usage.status_code == 200 and at_usage.json()["quota_set"]["gigabytes"] == 3  # equal to usage is fine
     assert unlimited.status_code == 200 and unlimited.json()["quota_set"]["snapshots"] == -1
