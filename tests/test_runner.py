@@ -248,3 +248,23 @@ def test_a_compensation_that_keeps_failing_parks_the_flow_with_the_reason(db, pr
     flow = _flow(db, ctx.flow_id)
     assert flow.state == "needs_attention"
     assert flow.error["type"] == "InvalidInput" and flow.error["compensation_error"].startswith("TypeError")
+
+
+def test_a_kept_connection_whose_server_went_away_is_replaced(db, project, check_invariant):
+    from sqlalchemy.exc import OperationalError
+
+    from models.db import engine_of, kept_connection
+
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    _run(db, ctx, STEPS[:1])
+    kept = kept_connection(engine_of(db))
+    pid = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    kept.rollback()
+    with db() as s, s.begin():  # the server drops the step thread's connection between two steps
+        s.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with pytest.raises(OperationalError):  # the step that finds out fails (its task retries it) ...
+        run_step(db, RESERVE, ctx.flow_id, _env())
+    assert kept.invalidated and kept_connection(engine_of(db)) is not kept  # ... and the next gets another
+    _run(db, ctx, STEPS[1:])
+    assert _flow(db, ctx.flow_id).state == "succeeded"
+    check_invariant(project)
