@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from redis.exceptions import RedisError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from tasks.errors import EmbeddedError, VolchainError
+    from tasks.errors import EmbeddedError, NotConfigured, VolchainError
 
     try:
         args = build_parser().parse_args(argv)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except VolchainError as exc:
         return _fail(f"{PROG}: error: {exc.type_name}: {exc}")
-    except EmbeddedError as exc:
+    except (EmbeddedError, NotConfigured) as exc:
         return _fail(f"{PROG} {args.command}: error: {exc}")
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc

@@ -13,6 +13,7 @@ _factories: dict[str, sessionmaker[Session]] = {}
 POOL_RECYCLE_SECONDS = 1800  # a connection older than this is replaced (pooled or kept by a step thread)
 _lock = threading.Lock()
 _kept = threading.local()  # this thread's kept connections: {engine: (connection, opened at)}, and its pid
+_inherited: list = []  # what a forked child found kept by its parent: held, never closed nor collected here
 
 
 def make_engine(url: str, pool_size: int = 5) -> Engine:
@@ -46,11 +47,14 @@ def kept_connection(engine: Engine) -> Connection:
     uses it: a pool check-out and check-in per step cost about as much as one of its statements).
 
     It is replaced when SQLAlchemy invalidated it (the server went away: the statement that found
-    out raised, and the step is retried) and once it is POOL_RECYCLE_SECONDS old. A forked child
-    forgets what its parent kept, without touching the parent's sockets.
+    out raised, and the step is retried), when a transaction was left open on it (a ROLLBACK that
+    failed), and once it is POOL_RECYCLE_SECONDS old. A forked child sets aside what its parent
+    kept (never closing it, so nothing is sent on the parent's sockets) and opens its own.
     """
     kept = getattr(_kept, "connections", None)
     if kept is None or _kept.pid != os.getpid():
+        if kept:
+            _inherited.append(kept)
         kept = _kept.connections = {}
         _kept.pid = os.getpid()
     now = time.monotonic()
@@ -58,11 +62,20 @@ def kept_connection(engine: Engine) -> Connection:
     if held is not None:
         conn, opened = held
         if not (conn.closed or conn.invalidated) and now - opened < POOL_RECYCLE_SECONDS:
-            return conn
+            if not conn.in_transaction() and _driver_idle(conn):
+                return conn
+            conn.invalidate()  # left in a transaction: never reuse it
         conn.close()
     conn = engine.connect()
     kept[engine] = (conn, now)
     return conn
+
+
+def _driver_idle(conn: Connection) -> bool:
+    """No transaction open on the server side of `conn` (psycopg's own view of the session)."""
+    from psycopg.pq import TransactionStatus
+
+    return conn.connection.driver_connection.info.transaction_status == TransactionStatus.IDLE
 
 
 def forget_kept_connections() -> None:

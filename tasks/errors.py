@@ -3,7 +3,9 @@
 A `VolchainError` renders its message from a template and the keyword arguments given, like
 Cinder's `CinderException`. Errors cross process boundaries as data (`to_dict`: type, code,
 message); `from_dict` rebuilds one on the other side through REGISTRY, the explicit table of
-every error class by name (at the end of this module). Every error class of volchain lives here.
+every error class by name (at the end of this module). Every error a step, the runner, the quota
+engine, the catalogue or a process's set-up raises lives here; the HTTP layer's own (bad token,
+bad microversion: api/) and the command line's usage errors (cli/parsing.py) stay with them.
 The constructor takes keyword arguments only, so an error survives Celery's exception wrapping.
 """
 
@@ -267,13 +269,20 @@ class SubmitFailed(VolchainError):
     message = "Could not submit the create of volume %(volume_id)s: %(reason)s"
 
 
+class NotConfigured(Exception):
+    """A setting a process needs is missing or wrong; the message is one line for the operator."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting} is not set or not usable: {reason}")
+
+
 class EmbeddedError(Exception):
     """The embedded mode (workers/embedded.py) cannot run as asked; the message is one line for
     the user. Not a Cinder error: it stops a command before any flow, and never travels."""
 
 
 # Every error class by the name it travels under (`to_dict`'s type). A class missing here comes
-# back from `from_dict` as a plain VolchainError with its code and message (tests/test_errors.py
+# back from `from_dict` as a plain VolchainError with its code and message (tests/test_runner.py
 # checks that none is missing).
 REGISTRY: dict[str, type[VolchainError]] = {klass.__name__: klass for klass in (
     VolchainError,

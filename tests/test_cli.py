@@ -360,3 +360,27 @@ def test_demo_refuses_a_data_directory_that_is_not_postgresqls(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     proc = volchain("demo", "--data", str(tmp_path), env=no_servers_env(), cwd=tmp_path)
     assert_one_line_error(proc, f"{tmp_path} is not empty and not a PostgreSQL data directory")
+
+
+def test_upgrading_a_database_of_the_stored_step_functions_drops_them_and_the_plans(fresh_database_url):
+    """A database migrated by the release with stored step functions (revision 0005) keeps none
+    after `upgrade`, whatever their signatures, and loses `flow_runs.plans`; other functions stay."""
+    from models.migrate import upgrade
+
+    upgrade(fresh_database_url, "0005")
+    engine = create_engine(fresh_database_url)
+    try:
+        with engine.begin() as conn:  # what that release left behind (two signatures of one name, too)
+            conn.execute(text("ALTER TABLE flow_runs ADD COLUMN plans jsonb"))
+            for signature in ("volchain_claim_step(p varchar, s text)", "volchain_claim_step(p varchar)",
+                              "volchain_run_planned(a varchar, b text, c timestamp, d text)"):
+                conn.execute(text(f"CREATE FUNCTION {signature} RETURNS json LANGUAGE sql AS 'SELECT NULL::json'"))
+            conn.execute(text("CREATE FUNCTION volchainish() RETURNS int LANGUAGE sql AS 'SELECT 1'"))
+        upgrade(fresh_database_url)
+        with engine.connect() as conn:
+            left = conn.scalars(text("SELECT proname FROM pg_proc WHERE proname LIKE 'volchain%'")).all()
+            plans = conn.scalar(text("SELECT count(*) FROM information_schema.columns "
+                                     "WHERE table_name = 'flow_runs' AND column_name = 'plans'"))
+    finally:
+        engine.dispose()
+    assert left == ["volchainish"] and plans == 0

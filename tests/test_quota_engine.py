@@ -437,3 +437,66 @@ def test_concurrent_first_reservations_never_exceed_the_limit(db, project, check
         assert s.scalar(select(func.count()).select_from(QuotaUsage)
                         .where(QuotaUsage.project_id == project)) == len(deltas)
     check_invariant(project)
+
+
+# -- settling in scope: what the steps call (their project and resources known) ------------------------
+
+def settle_in_scope(db, project_id: str, uuids: list[str], resources, use: bool) -> int:
+    with db() as s, s.begin():
+        settle = qe.commit if use else qe.rollback
+        return settle(s, uuids, scope=(project_id, list(resources)))
+
+
+def test_a_commit_in_scope_moves_reserved_into_in_use_exactly_once(db, project):
+    uuids = reserve(db, project, {"volumes": 1, "gigabytes": 5})
+    other = reserve(db, project, {"gigabytes": 2})  # another flow's reservation stays held
+    assert settle_in_scope(db, project, uuids, ["volumes", "gigabytes"], use=True) == 2
+    assert usage(db, project, "volumes") == (1, 0)
+    assert usage(db, project, "gigabytes") == (5, 2)
+    assert settle_in_scope(db, project, uuids, ["volumes", "gigabytes"], use=True) == 0
+    assert usage(db, project, "gigabytes") == (5, 2)
+    assert set(pending(db, project)) == set(other)
+
+
+def test_a_rollback_in_scope_releases_its_reservations_only(db, project):
+    commit(db, reserve(db, project, {"gigabytes": 3}))
+    uuids = reserve(db, project, {"volumes": 1, "gigabytes": 4})
+    other = reserve(db, project, {"volumes": 1})
+    assert settle_in_scope(db, project, uuids, ["volumes", "gigabytes"], use=False) == 2
+    assert usage(db, project, "volumes") == (0, 1)
+    assert usage(db, project, "gigabytes") == (3, 0)
+    assert set(pending(db, project)) == set(other)
+    # A resource outside the scope is not touched even when a uuid names it.
+    assert settle_in_scope(db, project, other, ["gigabytes"], use=False) == 0
+    assert usage(db, project, "volumes") == (0, 1)
+
+
+def test_two_reservations_on_one_usage_row_settle_together_in_scope(db, project):
+    first, second = reserve(db, project, {"gigabytes": 3}), reserve(db, project, {"gigabytes": 4})
+    assert usage(db, project, "gigabytes") == (0, 7)
+    assert settle_in_scope(db, project, first + second, ["gigabytes"], use=True) == 2
+    assert usage(db, project, "gigabytes") == (7, 0)
+    assert pending(db, project) == {}
+
+
+def test_commits_in_scope_racing_expire_settle_each_reservation_once(db, project):
+    """Expired reservations, committed by their flows while the sweeper expires them: each one is
+    settled by exactly one of the two, and usage ends equal to what the commits took."""
+    factories.set_quota(db, project, volumes=-1, gigabytes=-1)
+    flows = [reserve(db, project, {"volumes": 1, "gigabytes": 2}, expire=-1) for _ in range(20)]
+
+    def commit_flow(uuids):
+        return settle_in_scope(db, project, uuids, ["volumes", "gigabytes"], use=True)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        sweeping = pool.submit(expire_all, db, utcnow() + timedelta(seconds=5))
+        committed = list(pool.map(commit_flow, flows))
+        sweeping.result()
+    assert pending(db, project) == {}
+    in_use_volumes, reserved_volumes = usage(db, project, "volumes")
+    in_use_gb, reserved_gb = usage(db, project, "gigabytes")
+    assert reserved_volumes == 0 and reserved_gb == 0
+    # Each reservation a commit took moved its delta into in_use once (1 volume, or 2 gigabytes);
+    # the ones expire took moved nothing.
+    assert in_use_volumes + in_use_gb // 2 == sum(committed)
+    assert in_use_gb % 2 == 0

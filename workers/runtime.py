@@ -17,7 +17,7 @@ from celery.signals import worker_init, worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import dispose_all, session_factory
-from tasks import runner
+from tasks import errors, runner
 from tasks.quota_engine import QuotaConfig
 from tasks.runner import CastMessage, StepEnv
 from workers.settings import Settings, get_settings
@@ -94,12 +94,22 @@ def _step_runner(settings: Settings) -> Callable:
     return runner.run_step
 
 
+def require_database(settings: Settings) -> str:
+    """The configured database URL, or one clear error when there is none (a worker or an API
+    started without VOLCHAIN_DATABASE_URL: only the CLI has an embedded default)."""
+    if not settings.database_url:
+        raise errors.NotConfigured(setting="VOLCHAIN_DATABASE_URL",
+                                   reason="set it to a PostgreSQL URL, postgresql+psycopg://user@host/db")
+    return settings.database_url
+
+
 def get_runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         with _lock:
             if _runtime is None:
                 settings = get_settings()
+                require_database(settings)
                 _runtime = Runtime(
                     settings=settings,
                     factory=session_factory(settings.database_url, max(settings.db_pool_size, _threads)),

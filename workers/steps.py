@@ -57,8 +57,10 @@ def _make_step_task(step):
         except errors.VolchainError as exc:
             _record(rt, flow_id, step.name, exc.to_dict())
             raise
-        except TRANSIENT:
-            raise  # retried by Celery; a last failure reaches compensation as an unknown failure
+        except TRANSIENT as exc:
+            if self.request.retries >= self.max_retries:  # Celery retries it unless this was the last try
+                _record(rt, flow_id, step.name, _unexpected(exc))
+            raise
         except Exception as exc:
             _record(rt, flow_id, step.name, _unexpected(exc))
             raise
@@ -77,7 +79,8 @@ def _unexpected(exc: BaseException) -> dict:
 
 
 def _record(rt, flow_id: str, step: str, error: dict) -> None:
-    """Record why the flow stopped, before the chain's errback starts compensation."""
+    """Record why the flow stopped. In the task's body, not in `on_failure`: Celery sends the
+    chain's errback (the compensation) before it calls `on_failure`."""
     try:
         record_failure(rt.factory, flow_id, step, error)
     except Exception:  # the compensation task will still run and record a generic error

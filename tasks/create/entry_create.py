@@ -3,9 +3,10 @@
 Requires: volume_id (pre-allocated at submit), project_id, user_id, spec
 Provides: created
 Reversion strategy: soft-delete the row (deleted, status `deleted`) when quota was never
-    committed; once quota_commit has recorded success (`ctx.committed`, from the log), keep the
-    row and set it to `error`, so the user sees why (quota_commit's revert returns the usage
-    and clears `use_quota`).
+    committed; once quota_commit has recorded success, keep the row and set it to `error`, so the
+    user sees why (quota_commit's revert returns the usage and clears `use_quota`). This is the
+    one revert that reads a later step's record (`ctx.committed`): a committed fact from the
+    log, not a flag shared while the flow runs.
 Redelivery: the row and this step's record commit together; a repeat delivery inserts nothing.
 """
 

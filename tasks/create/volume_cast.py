@@ -5,7 +5,8 @@ Provides: cast (queue, task, message_id)
 Routing: a create pinned to a source backend (a source volume, or a snapshot when
     snapshot_same_host) goes to that backend's `volume.<host@backend>` queue, with the row's
     `host` and `scheduled_at` set (Cinder's Pike rule); every other create goes to the scheduler.
-Reversion strategy: set the volume to `error`. When the cast itself fails nothing was recorded,
+Reversion strategy: nothing to undo. Its record ends the flow (`succeeded`), so no later step
+    can fail and compensation never reaches it; when the cast itself fails nothing is recorded,
     and the earlier steps' reverts error out the row and return its quota exactly once.
 Redelivery: the message is published before this step's record commits, under the flow lock. A
     recorded cast is never sent again; a crash between publish and commit re-sends the same
@@ -24,7 +25,6 @@ from models import utcnow
 from models.volume import Volume
 from tasks import errors
 from tasks.context import CreateContext
-from tasks.create.entry_create import error_out
 from tasks.runner import CastMessage, StepEnv
 
 name = "volume_cast"
@@ -122,4 +122,4 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
 
 
 def revert(session: Session, ctx: CreateContext, result: dict[str, Any], env: StepEnv) -> None:
-    error_out(session, ctx.volume_id, (ctx.failure or {}).get("message", "create failed"))
+    """Never called: a recorded cast has ended the flow (see the contract above)."""
