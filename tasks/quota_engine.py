@@ -15,11 +15,12 @@ import uuid
 from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-from sqlalchemy import any_, bindparam, delete, func, literal, select, text
+from sqlalchemy import (BigInteger, DateTime, Integer, String, any_, bindparam, delete, func, insert, literal, select,
+                        update)
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert  # ON CONFLICT
 from sqlalchemy.orm import Session
 
 from models import utcnow
@@ -190,22 +191,32 @@ _LOCK_USAGES = (
     .order_by(_USAGES.c.id)
     .with_for_update()
 )
-# Every changed usage row in one statement (an executemany would send one statement per row).
-_UPDATE_USAGES = (
-    "UPDATE quota_usages SET in_use = v.in_use, reserved = v.reserved, until_refresh = v.until_refresh, "
-    "updated_at = :now FROM unnest(CAST(:ids AS integer[]), CAST(:in_use AS bigint[]), "
-    "CAST(:reserved AS bigint[]), CAST(:until_refresh AS integer[])) AS v(id, in_use, reserved, until_refresh) "
-    "WHERE quota_usages.id = v.id"
+def _array(name: str, item_type) -> Any:
+    """One array parameter (a list sent as one PostgreSQL array)."""
+    return bindparam(name, type_=ARRAY(item_type))
+
+
+# Every changed usage row in one statement (an executemany would send one statement per row): the
+# rows come in as parallel arrays, unnested into `v`.
+_V = func.unnest(_array("v_ids", Integer), _array("v_in_use", BigInteger), _array("v_reserved", BigInteger),
+                 _array("v_until_refresh", Integer)).table_valued(
+    "id", "in_use", "reserved", "until_refresh").render_derived(name="v")
+_WRITE_USAGES = (
+    update(_USAGES).where(_USAGES.c.id == _V.c.id)
+    .values(in_use=_V.c.in_use, reserved=_V.c.reserved, until_refresh=_V.c.until_refresh,
+            updated_at=bindparam("now", type_=DateTime))
 )
-_WRITE_USAGES = text(_UPDATE_USAGES)
 # A reserve's new reservations go in with its usage rows, in the same statement (a writable CTE:
 # one round trip instead of two), in the order given.
-_RESERVE_AND_WRITE_USAGES = text(
-    "WITH new_reservations AS (INSERT INTO reservations (uuid, usage_id, project_id, resource, delta, expire, "
-    "created_at) SELECT r.uuid, r.usage_id, :project_id, r.resource, r.delta, :expire, :now FROM unnest("
-    "CAST(:r_uuids AS varchar[]), CAST(:r_usage_ids AS integer[]), CAST(:r_resources AS varchar[]), "
-    "CAST(:r_deltas AS bigint[])) WITH ORDINALITY AS r(uuid, usage_id, resource, delta, n) ORDER BY r.n) "
-    + _UPDATE_USAGES
+_NEW = func.unnest(_array("r_uuids", String), _array("r_usage_ids", Integer), _array("r_resources", String),
+                   _array("r_deltas", BigInteger)).table_valued(
+    "uuid", "usage_id", "resource", "delta", with_ordinality="n").render_derived(name="r")
+_RESERVE_AND_WRITE_USAGES = _WRITE_USAGES.add_cte(
+    insert(_RESERVATIONS).from_select(
+        ["uuid", "usage_id", "project_id", "resource", "delta", "expire", "created_at"],
+        select(_NEW.c.uuid, _NEW.c.usage_id, bindparam("r_project_id", type_=String), _NEW.c.resource, _NEW.c.delta,
+               bindparam("r_expire", type_=DateTime), bindparam("now", type_=DateTime)).order_by(_NEW.c.n),
+    ).cte("new_reservations")
 )
 
 
@@ -222,8 +233,8 @@ def _write_usages(session: Session, usages: Iterable[_Usage], now: datetime) -> 
 
 
 def _usage_params(changed: list[_Usage], now: datetime) -> dict:
-    return {"ids": [u.id for u in changed], "in_use": [u.in_use for u in changed],
-            "reserved": [u.reserved for u in changed], "until_refresh": [u.until_refresh for u in changed],
+    return {"v_ids": [u.id for u in changed], "v_in_use": [u.in_use for u in changed],
+            "v_reserved": [u.reserved for u in changed], "v_until_refresh": [u.until_refresh for u in changed],
             "now": now}
 
 
@@ -278,7 +289,7 @@ def reserve(
     if missing:
         now = utcnow()
         session.execute(
-            insert(QuotaUsage)
+            pg_insert(QuotaUsage)
             .values(
                 [
                     {
@@ -331,7 +342,7 @@ def reserve(
         usages[name].dirty = True
     session.connection().execute(_RESERVE_AND_WRITE_USAGES, {
         **_usage_params([u for u in usages.values() if u.dirty], now),
-        "project_id": project_id, "expire": expire_at, "r_uuids": uuids,
+        "r_project_id": project_id, "r_expire": expire_at, "r_uuids": uuids,
         "r_usage_ids": [usages[name].id for name in deltas], "r_resources": list(deltas),
         "r_deltas": list(deltas.values()),
     })
@@ -357,14 +368,16 @@ _TAKE_RESERVATIONS = (
 # With a scope (project, resources): lock those usage rows (by id order) and delete the pending
 # reservations among :uuids that hold them, in one statement. Each reservation's usage row is
 # locked before the reservation is deleted, the order every settle and expire keeps.
-_LOCK_AND_TAKE_IN_SCOPE = text(
-    "WITH locked AS (SELECT id, resource, in_use, reserved, until_refresh, updated_at FROM quota_usages "
-    "WHERE project_id = :project_id AND resource = ANY(CAST(:resources AS varchar[])) ORDER BY id FOR UPDATE), "
-    "taken AS (DELETE FROM reservations USING locked WHERE reservations.usage_id = locked.id "
-    "AND reservations.uuid = ANY(CAST(:uuids AS varchar[])) "
-    "RETURNING reservations.id, reservations.usage_id, reservations.delta) "
-    "SELECT locked.id, locked.resource, locked.in_use, locked.reserved, locked.until_refresh, locked.updated_at, "
-    "taken.id AS reservation_id, taken.delta FROM locked LEFT JOIN taken ON taken.usage_id = locked.id"
+_LOCKED = _LOCK_USAGES.cte("locked")
+_TAKEN = (
+    delete(_RESERVATIONS)
+    .where(_RESERVATIONS.c.usage_id == _LOCKED.c.id, _one_of(_RESERVATIONS.c.uuid, "uuids"))
+    .returning(_RESERVATIONS.c.id, _RESERVATIONS.c.usage_id, _RESERVATIONS.c.delta)
+    .cte("taken")
+)
+_LOCK_AND_TAKE_IN_SCOPE = (
+    select(_LOCKED, _TAKEN.c.id.label("reservation_id"), _TAKEN.c.delta)
+    .select_from(_LOCKED.outerjoin(_TAKEN, _TAKEN.c.usage_id == _LOCKED.c.id))
 )
 
 
@@ -474,7 +487,7 @@ def set_limits(session: Session, project_id: str, limits: Mapping[str, int]) -> 
     _check_known(session, limits, BASE_RESERVABLE + LIMIT_ONLY)
     _check_limit_values(limits)
     for name, value in limits.items():
-        stmt = insert(Quota).values(project_id=project_id, resource=name, hard_limit=value)
+        stmt = pg_insert(Quota).values(project_id=project_id, resource=name, hard_limit=value)
         session.execute(
             stmt.on_conflict_do_update(index_elements=["project_id", "resource"], set_={"hard_limit": value})
         )
@@ -491,7 +504,7 @@ def set_class_limits(session: Session, limits: Mapping[str, int], class_name: st
     _check_known(session, limits, BASE_RESERVABLE + LIMIT_ONLY)
     _check_limit_values(limits)
     for name, value in limits.items():
-        stmt = insert(QuotaClass).values(class_name=class_name, resource=name, hard_limit=value)
+        stmt = pg_insert(QuotaClass).values(class_name=class_name, resource=name, hard_limit=value)
         session.execute(
             stmt.on_conflict_do_update(index_elements=["class_name", "resource"], set_={"hard_limit": value})
         )
