@@ -62,12 +62,12 @@ def context_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from workers.embedded import embedded, is_embedded
+    from workers.embedded import is_embedded, worker_thread
     from workers.settings import get_settings
 
-    settings = get_settings()
+    settings = get_settings()  # already pointed at the embedded servers when no URL is set (cli/main.py)
     in_process = is_embedded(settings)
-    with embedded(settings.database_url) if in_process else nullcontext():
+    with worker_thread(settings) if in_process else nullcontext():
         from workers.submit import submit_create_volume, wait_for_flow
 
         sub = submit_create_volume(context_from(args), idempotency_key=args.idempotency_key, **request_from(args))

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -73,8 +74,6 @@ def kept_connection(engine: Engine) -> Connection:
 
 def _driver_idle(conn: Connection) -> bool:
     """No transaction open on the server side of `conn` (psycopg's own view of the session)."""
-    from psycopg.pq import TransactionStatus
-
     return conn.connection.driver_connection.info.transaction_status == TransactionStatus.IDLE
 
 
