@@ -36,7 +36,9 @@ def new_id() -> str:
 # Import every model so that Base.metadata knows all tables.
 from models.volume_type import VolumeType, VolumeTypeExtraSpec, VolumeTypeProject, QosSpecs, Encryption  # noqa: E402,F401
 from models.volume import Volume, VolumeMetadata, VolumeStatus  # noqa: E402,F401
-from models.snapshot import Snapshot  # noqa: E402,F401
+from models.snapshot import Snapshot, SnapshotMetadata  # noqa: E402,F401
+from models.message import Message  # noqa: E402,F401
+from models.default_type import DefaultType  # noqa: E402,F401
 from models.image import Image  # noqa: E402,F401
 from models.service import Service  # noqa: E402,F401
 from models.key import EncryptionKey  # noqa: E402,F401

@@ -22,4 +22,7 @@ class Image(Base):
     virtual_size: Mapped[int | None] = mapped_column(BigInteger)  # bytes
     min_disk: Mapped[int] = mapped_column(default=0)  # GB
     properties: Mapped[dict] = mapped_column(default=dict)
+    # A file holding the image's data, readable by the volume services (volumes from this image
+    # start as a copy of it); None: the catalogue has the image's record only.
+    location: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

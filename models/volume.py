@@ -15,14 +15,20 @@ class VolumeStatus(str, enum.Enum):
     CREATING = "creating"
     AVAILABLE = "available"
     IN_USE = "in-use"
+    EXTENDING = "extending"
     ERROR = "error"
+    ERROR_EXTENDING = "error_extending"
+    ERROR_DELETING = "error_deleting"
     DELETING = "deleting"
     DELETED = "deleted"
 
 
 class Volume(Base):
     __tablename__ = "volumes"
-    __table_args__ = (Index("ix_volumes_project_live", "project_id", "deleted"),)
+    __table_args__ = (
+        Index("ix_volumes_project_live", "project_id", "deleted"),
+        Index("ix_volumes_host_live", "host", "deleted"),  # a backend's allocated capacity (scheduler)
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(255))
