@@ -10,13 +10,15 @@ from fastapi import FastAPI
 from api import errors
 from api.microversion import MIN_VERSION
 from api.middleware import OpenStackHeaders
-from api.routers import limits, quotas, versions, volume_types, volumes, zones
+from api.routers import (default_types, discovery, limits, messages, quotas, services, snapshots, versions,
+                         volume_metadata, volume_types, volumes, zones)
 from api.waiter import FlowWaiter
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
-RESOURCE_ROUTERS = (volumes.router, volume_types.router, quotas.router, limits.router, zones.router)
+RESOURCE_ROUTERS = (volumes.router, volume_metadata.router, snapshots.router, volume_types.router, default_types.router,
+                    quotas.router, limits.router, zones.router, services.router, messages.router, discovery.router)
 
 
 @asynccontextmanager

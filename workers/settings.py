@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         20, description="Retries of a failing compensation before its flow is parked as needs_attention."
     )
 
+    # Services (scheduler, volume services).
+    report_interval: float = Field(10.0, description="Seconds between a service's heartbeats (Cinder's report_interval).")
+    service_down_time: float = Field(
+        60.0, description="A service whose last heartbeat is older than this is down (Cinder's service_down_time)."
+    )
+
     # HTTP API.
     auth_strategy: str = Field(
         "token", description="`token` (signed tokens, the default) or `noauth` (Cinder's development mode: "

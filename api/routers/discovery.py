@@ -1,0 +1,7 @@
+"""What clients probe: extensions and resource filters."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["discovery"])
