@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from api.microversion import APIVersion, v
+from models.snapshot import Snapshot
 from models.volume import Volume
 from models.volume_type import VolumeType
 
@@ -99,3 +100,29 @@ def quota_order(type_names: list[str]) -> list[str]:
         names += [f"volumes_{tn}", f"gigabytes_{tn}", f"snapshots_{tn}"]
     names.append("groups")
     return names
+
+
+def snapshot_detail(snap: Snapshot, *, metadata: dict[str, str], version: APIVersion, admin: bool,
+                    extensions: bool = True) -> dict[str, Any]:
+    """A snapshot as Cinder shows it (the `os-extended-snapshot-attributes` in show and detail)."""
+    view: dict[str, Any] = {
+        "id": snap.id,
+        "status": snap.status,
+        "size": snap.volume_size,
+        "volume_id": snap.volume_id,
+        "name": snap.display_name,
+        "description": snap.display_description,
+        "created_at": _ts(snap.created_at),
+        "updated_at": _ts(snap.updated_at),
+        "metadata": metadata,
+    }
+    if version >= v("3.14"):
+        view["group_snapshot_id"] = None
+    if version >= v("3.41"):
+        view["user_id"] = snap.user_id
+    if version >= v("3.65"):
+        view["consumes_quota"] = bool(snap.use_quota)
+    if extensions:
+        view["os-extended-snapshot-attributes:progress"] = snap.progress
+        view["os-extended-snapshot-attributes:project_id"] = snap.project_id
+    return view

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from cli import api, create, db, demo, flows, images, quota, services, token, volume_types, worker
+from cli import api, create, db, demo, flows, images, quota, services, token, volume_types, volumes, worker
 from cli.parsing import ArgumentParser, UsageError
 
-COMMANDS = (db, worker, api, token, demo, create, quota, volume_types, images, services, flows)
+COMMANDS = (db, worker, api, token, demo, create, quota, volume_types, images, services, flows, volumes)
 PROG = "volchain"
 OWN_SERVERS = ("demo",)  # starts its own embedded servers
 SERVES_OTHER_PROCESSES = ("worker", "api")  # needs servers that other processes can reach

@@ -1,7 +1,10 @@
 """`volchain worker [ROLE]`: run one role.
 
 `steps` (the default) execs a Celery worker for the chain's step and compensate queues;
-`sweeper` runs the single-leader sweeper loop (stale reservations, stuck flows).
+`scheduler` execs one for the scheduler queue; `volume --host HOST@BACKEND --path DIR ...` execs
+one for that backend's `volume.<host@backend>` queue with its driver; `sweeper` runs the
+single-leader sweeper loop (stale reservations, stuck flows). The scheduler and volume services
+register a service row and report on a heartbeat (workers/heartbeat.py).
 """
 
 from __future__ import annotations
@@ -13,17 +16,24 @@ import sys
 from cli.parsing import UsageError, positive_int
 
 POOLS = ("prefork", "threads", "solo")
-ROLES = ("steps", "sweeper")
+ROLES = ("steps", "scheduler", "volume", "sweeper")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "worker", help="run a worker role: the chain's steps (default) or the sweeper",
+        "worker", help="run a worker role: the chain's steps (default), the scheduler, a volume service, or the sweeper",
         description="steps: same as `celery -A workers.app worker -Q <step queue>,<compensate queue> -E`. "
+        "scheduler: consumes the scheduler queue. volume: a volume service for one backend (--host, --path). "
         "sweeper: expire stale reservations and finish stuck flows every VOLCHAIN_SWEEP_INTERVAL_SECONDS.",
     )
     p.add_argument("role", nargs="?", choices=ROLES, default="steps")
+    p.add_argument("--host", help="volume: this backend's host@backend (its queue is volume.<host@backend>)")
+    p.add_argument("--driver", default="file", help="volume: the driver (default: file)")
+    p.add_argument("--path", help="volume: the file driver's directory (made if missing)")
+    p.add_argument("--availability-zone", help="volume: this service's zone (default: VOLCHAIN_STORAGE_AVAILABILITY_ZONE)")
+    p.add_argument("--capacity-gb", type=positive_int,
+                   help="volume: capacity to report (default: the size of the filesystem holding --path)")
     p.add_argument("--interval", type=float, help="sweeper: seconds between sweeps")
     p.add_argument("--concurrency", "-c", type=positive_int, help="pool size (default: VOLCHAIN_WORKER_CONCURRENCY, else four per CPU)")
     p.add_argument("--pool", "-P", choices=POOLS, default="prefork")
@@ -32,9 +42,9 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def celery_argv(args: argparse.Namespace, step_queue: str, compensate_queue: str, events: bool = True) -> list[str]:
+def celery_argv(args: argparse.Namespace, queues: str, events: bool = True) -> list[str]:
     argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-            "-Q", f"{step_queue},{compensate_queue}", "-P", args.pool, "-l", args.loglevel]
+            "-Q", queues, "-P", args.pool, "-l", args.loglevel]
     if events:  # VOLCHAIN_TASK_EVENTS (Flower needs them); -E would override a `false`
         argv.append("-E")
     if args.concurrency:
@@ -56,10 +66,40 @@ def run(args: argparse.Namespace) -> int:
             "volchain worker", f"broker {settings.broker_url} exists only inside one process; "
             "set VOLCHAIN_BROKER_URL (e.g. redis://127.0.0.1:6379/0), or try `volchain demo`"
         )
-    argv = celery_argv(args, settings.step_queue, settings.compensate_queue, settings.task_events)
+    queues = f"{settings.step_queue},{settings.compensate_queue}"
+    if args.role == "scheduler":
+        queues = settings.scheduler_queue
+        os.environ["VOLCHAIN_SERVICE"] = "scheduler"
+    elif args.role == "volume":
+        queues = _volume_service_env(args)
+        if not args.hostname:
+            args.hostname = f"volume-{args.host.replace('@', '-')}@%h"
+    argv = celery_argv(args, queues, settings.task_events)
     sys.stdout.flush()
     os.execv(argv[0], argv)
     return 0  # not reached
+
+
+def _volume_service_env(args: argparse.Namespace) -> str:
+    """Check a volume service's options and hand them to the worker through its environment."""
+    from drivers import DRIVERS
+    from tasks.casts import backend_queue
+
+    if not args.host or "@" not in args.host or "#" in args.host:
+        raise UsageError("volchain worker volume", "--host HOST@BACKEND is required (e.g. node1@file)")
+    if args.driver not in DRIVERS:
+        raise UsageError("volchain worker volume", f"unknown driver {args.driver}; known: {', '.join(DRIVERS)}")
+    if not args.path:
+        raise UsageError("volchain worker volume", "--path DIR is required for the file driver")
+    path = os.path.abspath(args.path)
+    os.makedirs(path, exist_ok=True)
+    os.environ.update({"VOLCHAIN_SERVICE": "volume", "VOLCHAIN_VOLUME_HOST": args.host,
+                       "VOLCHAIN_VOLUME_DRIVER": args.driver, "VOLCHAIN_VOLUME_PATH": path})
+    if args.availability_zone:
+        os.environ["VOLCHAIN_VOLUME_AVAILABILITY_ZONE"] = args.availability_zone
+    if args.capacity_gb:
+        os.environ["VOLCHAIN_VOLUME_CAPACITY_GB"] = str(args.capacity_gb)
+    return backend_queue(args.host)
 
 
 def run_sweeper(interval: float | None) -> int:

@@ -1,8 +1,12 @@
-"""CreateContext: one create flow's inputs and what its steps recorded so far.
+"""Flow contexts: one flow's inputs and what its steps recorded so far.
 
-Chain messages carry only the flow id; every step rebuilds its CreateContext from the flow row
-it locks (the request, the caller, and the results its earlier steps recorded). So a message is
-as small as it can be, and a redelivered or resumed step reads exactly what was committed.
+Messages carry only ids; every step rebuilds its context from the flow row it locks (the
+request, the caller, and the results its earlier steps recorded). So a message is as small as it
+can be, and a redelivered or resumed step reads exactly what was committed.
+
+`CreateContext` is the create chain's, with a field for each key its steps provide;
+`FlowContext` serves every other flow (delete, snapshot, extend, schedule, build): what the
+steps provided is in `results`.
 """
 
 from __future__ import annotations
@@ -67,3 +71,37 @@ class RequestContext:
     @classmethod
     def admin(cls, project_id: str, user_id: str | None = "admin") -> RequestContext:
         return cls(project_id=project_id, user_id=user_id, roles=("admin", "member"), is_admin=True)
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    """Any flow but the create chain: its inputs, the caller, and what its steps recorded."""
+
+    flow_id: str
+    volume_id: str
+    project_id: str
+    user_id: str | None = None
+    roles: tuple[str, ...] = ("member",)
+    is_admin: bool = False
+    request: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    failure: dict[str, Any] | None = None
+
+    def merge(self, provided: dict[str, Any]) -> FlowContext:
+        return dataclasses.replace(self, results={**self.results, **provided})
+
+    @classmethod
+    def from_log(
+        cls, flow_id: str, volume_id: str, project_id: str, user_id: str | None, request: dict | None,
+        caller: Mapping[str, Any] | None, steps: Mapping[str, dict] | None,
+    ) -> FlowContext:
+        caller = caller or {}
+        results: dict[str, Any] = {}
+        for record in (steps or {}).values():
+            results.update(record["result"])
+        return cls(flow_id=flow_id, volume_id=volume_id, project_id=project_id, user_id=user_id,
+                   roles=tuple(caller.get("roles") or ()), is_admin=bool(caller.get("is_admin")),
+                   request=request or {}, results=results)
+
+    def caller(self) -> RequestContext:
+        return RequestContext(self.project_id, self.user_id, self.roles, self.is_admin)

@@ -188,6 +188,10 @@ class FlowNotRunning(Conflict):
     message = "Flow %(flow_id)s is %(state)s; step %(step)s is not run."
 
 
+class DeletedWhileCreating(Conflict):
+    message = "Volume %(volume_id)s was deleted before its create finished."
+
+
 class MultipleImageMatches(Conflict):
     message = "Multiple matches found for '%(image_ref)s', use an ID to be more specific."
 
@@ -212,6 +216,10 @@ class VolumeSizeExceedsLimit(QuotaError):
 
 class VolumeLimitExceeded(QuotaError):
     message = "Maximum number of volumes allowed (%(allowed)s) exceeded for quota '%(name)s'."
+
+
+class SnapshotLimitExceeded(QuotaError):
+    message = "Maximum number of snapshots allowed (%(allowed)s) exceeded"
 
 
 class UnexpectedOverQuota(QuotaError):
@@ -293,8 +301,8 @@ REGISTRY: dict[str, type[VolchainError]] = {klass.__name__: klass for klass in (
     NotAuthorized, PolicyNotAuthorized,
     NotFound, VolumeNotFound, SnapshotNotFound, ImageNotFound, VolumeTypeNotFound, VolumeTypeNotFoundByName,
     VolumeTypeExtraSpecsNotFound, QuotaResourceUnknown, FlowNotFound,
-    Conflict, VolumeTypeExists, FlowNotRunning, MultipleImageMatches,
-    QuotaError, VolumeSizeExceedsAvailableQuota, VolumeSizeExceedsLimit, VolumeLimitExceeded,
+    Conflict, VolumeTypeExists, FlowNotRunning, DeletedWhileCreating, MultipleImageMatches,
+    QuotaError, VolumeSizeExceedsAvailableQuota, VolumeSizeExceedsLimit, VolumeLimitExceeded, SnapshotLimitExceeded,
     UnexpectedOverQuota, QuotaUsageOverflow,
     VolumeTypeDefaultMisconfiguredError, CastFailed, ReservationExpired, FlowTimedOut, InjectedFailure,
     OverQuota, SubmitFailed,

@@ -10,9 +10,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, func, or_, select
+from sqlalchemy import and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from models.default_type import DefaultType
 from models.image import Image
 from models.service import VOLUME_BINARY, Service
 from models.snapshot import Snapshot
@@ -52,8 +53,8 @@ class TypeInfo:
         return dict(self.extra_specs)
 
 
-_T, _S, _E, _A = (VolumeType.__table__, VolumeTypeExtraSpec.__table__, Encryption.__table__,
-                  VolumeTypeProject.__table__)
+_T, _S, _E, _A, _D = (VolumeType.__table__, VolumeTypeExtraSpec.__table__, Encryption.__table__,
+                      VolumeTypeProject.__table__, DefaultType.__table__)
 _TYPE_COLUMNS = select(
     _T.c.id, _T.c.name, _T.c.description, _T.c.is_public, _T.c.qos_specs_id, _S.c.key, _S.c.value,
     _E.c.provider, _E.c.cipher, _E.c.key_size, _E.c.control_location,
@@ -67,10 +68,22 @@ _TYPE_QUERIES = {
 }
 
 
+# The type a create naming none gets, in one query: the project's default type (3.62) while the
+# project may use it (live, and public or shared with the project), and the configured default by
+# name; `own` marks the project's rows.
+_PROJECT_DEFAULT_ID = select(_D.c.volume_type_id).where(_D.c.project_id == bindparam("project_id")).scalar_subquery()
+_DEFAULT_TYPE_QUERY = _TYPE_COLUMNS.add_columns((_T.c.id == _PROJECT_DEFAULT_ID).label("own")).where(
+    _T.c.deleted.is_(False), or_(and_(_T.c.id == _PROJECT_DEFAULT_ID, _VISIBLE), _T.c.name == bindparam("ref")))
+
+
 def _load_type(session: Session, by: str, ref: str, ctx: CreateContext | None) -> TypeInfo | None:
     admin = ctx is None or ctx.is_admin
     params = {"ref": ref} if admin else {"ref": ref, "project_id": ctx.project_id}
-    rows = session.connection().execute(_TYPE_QUERIES[(by, admin)], params).all()
+    return _type_info(session.connection().execute(_TYPE_QUERIES[(by, admin)], params).all())
+
+
+def _type_info(rows) -> TypeInfo | None:
+    """One type from its rows of _TYPE_COLUMNS (one row per extra spec)."""
     if not rows:
         return None
     first = rows[0]
@@ -100,8 +113,15 @@ def volume_type_by_id(session: Session, type_id: str) -> TypeInfo | None:
     return _load_type(session, "id", type_id, None)
 
 
-def default_volume_type(session: Session, name: str) -> TypeInfo:
-    found = _load_type(session, "name", name, None)
+def default_volume_type(session: Session, name: str, project_id: str | None = None) -> TypeInfo:
+    """The type for a create naming none: the project's default type (Cinder 3.62) if it has one
+    it may still use, else the configured default `name`. A project default that was deleted, or
+    made private and not shared with the project, is passed over."""
+    if project_id is None:
+        found = _load_type(session, "name", name, None)
+    else:
+        rows = session.connection().execute(_DEFAULT_TYPE_QUERY, {"ref": name, "project_id": project_id}).all()
+        found = _type_info([r for r in rows if r.own] or rows)
     if found is None:
         raise errors.VolumeTypeDefaultMisconfiguredError(volume_type_name=name)
     return found

@@ -511,7 +511,8 @@ def set_class_limits(session: Session, limits: Mapping[str, int], class_name: st
 
 
 def raise_for_over_quota(exc: errors.OverQuota, size: int) -> None:
-    """Cinder's process_reserve_over_quota for a volume create: the first over (sorted) wins."""
+    """Cinder's process_reserve_over_quota (volume create, snapshot create, extend): the first over
+    (sorted) wins."""
     for over in exc.overs:
         usage = exc.usages.get(over, {"in_use": 0, "reserved": 0})
         if "gigabytes" in over:
@@ -520,5 +521,7 @@ def raise_for_over_quota(exc: errors.OverQuota, size: int) -> None:
             ) from exc
         if "volumes" in over:
             raise errors.VolumeLimitExceeded(allowed=exc.quotas[over], name=over) from exc
+        if "snapshots" in over:
+            raise errors.SnapshotLimitExceeded(allowed=exc.quotas[over]) from exc
     raise errors.UnexpectedOverQuota(name=", ".join(exc.overs)) from exc
 

@@ -17,6 +17,17 @@ each step module says what it requires, provides and reverts):
     4. its result is merged into the flow row's records (the final step also ends the flow);
     5. COMMIT: the effect and its record together, or neither.
 
+Every flow uses this runner, whichever process runs its steps: the create chain's steps run as
+Celery tasks; a flow started by an API call runs its first steps in the API process
+(`run_flow`) and its last one on a volume service; the scheduler and the volume services run
+the flows their messages start. A flow whose first step starts it passes `start` (its row):
+the row is inserted in that step's transaction, so a step refused with an error leaves no flow
+behind, and a second delivery of the same message finds the row and replays the step.
+
+A step may end its flow early by returning `ENDS_FLOW: True` in its result (a delete with
+nothing left to do on a backend, a cast that found its volume gone): the flow is then
+`succeeded` with that record.
+
 `compensate` undoes a failed flow: it locks the flow row, then calls `revert` of every recorded
 step in reverse, in one transaction; it reads only the log, so any worker can run it again after
 a crash, and running it twice changes nothing.
@@ -28,14 +39,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+import dataclasses
+
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
 from models.db import engine_of, kept_connection
 from models.flow_log import TERMINAL_STATES, FlowRun, FlowState, StepState
 from tasks import errors
-from tasks.context import CreateContext
+from tasks.context import CreateContext, FlowContext
 from tasks.quota_engine import QuotaConfig
 
 log = logging.getLogger(__name__)
@@ -64,15 +79,21 @@ class StepEnv:
     cloned_volume_same_az: bool = True
     az_cache_seconds: float = 30.0
     scheduler_queue: str = "scheduler"
+    service_down_time: float = 60.0
     publish: Callable[[CastMessage], None] | None = None
+    driver: Any = None  # a volume service's drivers.base.VolumeDriver; None elsewhere
+    host: str | None = None  # a volume service's host@backend
 
 
 class Step(Protocol):
     name: str
 
-    def run(self, session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]: ...
+    def run(self, session: Session, ctx: Any, env: StepEnv) -> dict[str, Any]: ...
 
-    def revert(self, session: Session, ctx: CreateContext, result: dict[str, Any], env: StepEnv) -> None: ...
+    def revert(self, session: Session, ctx: Any, result: dict[str, Any], env: StepEnv) -> None: ...
+
+
+ENDS_FLOW = "ends_flow"  # a step's result key: the flow ends here, succeeded
 
 
 _FLOWS = FlowRun.__table__
@@ -89,22 +110,37 @@ _RECORD_STEP = (
 _RECORD_FINAL_STEP = _RECORD_STEP.values(state=FlowState.SUCCEEDED.value, finished_at=bindparam("now"))
 
 
+_START_FLOW = pg_insert(_FLOWS).on_conflict_do_nothing(index_elements=[_FLOWS.c.id])
+
+
+def flow_row(flow_id: str, kind: str, volume_id: str, project_id: str, user_id: str | None,
+             request: dict[str, Any], caller: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A new flow's row, for `run_step(..., start=...)`."""
+    now = utcnow()
+    return {"id": flow_id, "kind": kind, "volume_id": volume_id, "project_id": project_id, "user_id": user_id,
+            "state": FlowState.RUNNING.value, "request": request, "caller": caller, "steps": {},
+            "compensation_attempts": 0, "root_task_id": flow_id, "created_at": now, "progress_at": now}
+
+
 def run_step(factory: sessionmaker[Session], step: Step, flow_id: str, env: StepEnv,
-             final: bool = False) -> CreateContext:
+             final: bool = False, context: type = CreateContext, start: dict[str, Any] | None = None):
     """Run `step` once for this flow: its effect and its record in one transaction; a step
     recorded already is replayed. Returns the flow's context with the step's result in it.
 
     The step's inputs come from the flow row, never from the message that triggered it. The
-    transaction runs on this thread's kept connection; the step's Session joins it.
+    transaction runs on this thread's kept connection; the step's Session joins it. `start`, a
+    `flow_row`, inserts the flow in the same transaction unless it exists.
     """
     conn = kept_connection(engine_of(factory))
     with conn.begin(), Session(bind=conn, expire_on_commit=False) as session:
+        if start is not None:
+            conn.execute(_START_FLOW, start)
         row = conn.execute(_LOCK_FLOW, {"flow_id": flow_id}).first()
         if row is None:
             raise errors.FlowNotFound(flow_id=flow_id)
         state, steps, volume_id, project_id, user_id, request, caller = row
         steps = steps or {}
-        ctx = CreateContext.from_log(flow_id, volume_id, project_id, user_id, request, caller, steps)
+        ctx = context.from_log(flow_id, volume_id, project_id, user_id, request, caller, steps)
         if step.name in steps:
             log.info("flow %s: %s already recorded, replaying its result", flow_id, step.name)
             return ctx
@@ -114,9 +150,44 @@ def run_step(factory: sessionmaker[Session], step: Step, flow_id: str, env: Step
         session.flush()
         now = utcnow()
         record = {"state": StepState.DONE.value, "result": provided, "done_at": now.isoformat(), "reverted_at": None}
-        conn.execute(_RECORD_FINAL_STEP if final else _RECORD_STEP,
+        ends = final or bool(provided.get(ENDS_FLOW))
+        conn.execute(_RECORD_FINAL_STEP if ends else _RECORD_STEP,
                      {"flow_id": flow_id, "steps": {**steps, step.name: record}, "now": now})
     return ctx.merge(provided)
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    """How a flow records the error that stopped it: {type, code, message}."""
+    if isinstance(exc, errors.VolchainError):
+        return exc.to_dict()
+    if isinstance(exc, DBAPIError):
+        return {"type": type(exc).__name__, "code": 500, "message": "A database error stopped the flow."}
+    return {"type": type(exc).__name__, "code": 500, "message": f"Unexpected error: {type(exc).__name__}."}
+
+
+def run_flow(factory: sessionmaker[Session], steps: list[Step], flow_id: str, env: StepEnv, *,
+             flow_steps: list[Step] | None = None, context: type = FlowContext, start: dict[str, Any] | None = None):
+    """Run `steps` of a flow in this process, in order, each through `run_step`; the first one
+    starts the flow (`start`). `flow_steps` are all the flow's steps when this process runs only
+    the first ones (the API hands the last to a volume service); the flow ends with its last.
+    A step that fails stops the flow: its error is recorded and every recorded step is reverted
+    (`compensate`), then the error is raised to the caller. A step whose result ends the flow
+    stops the loop. Returns the last context."""
+    flow_steps = flow_steps or steps
+    ctx = None
+    for i, step in enumerate(steps):
+        try:
+            ctx = run_step(factory, step, flow_id, env, final=step is flow_steps[-1], context=context,
+                           start=start if i == 0 else None)
+        except errors.FlowNotRunning:
+            raise
+        except Exception as exc:
+            if i > 0 and record_failure(factory, flow_id, step.name, error_dict(exc)):
+                compensate(factory, flow_id, flow_steps, env, context=context)
+            raise
+        if ctx.results.get(ENDS_FLOW):
+            break
+    return ctx
 
 
 def record_failure(factory: sessionmaker[Session], flow_id: str, step: str | None, error: dict) -> bool:
@@ -133,7 +204,8 @@ def record_failure(factory: sessionmaker[Session], flow_id: str, step: str | Non
 UNKNOWN_FAILURE = {"type": "VolchainError", "code": 500, "message": "The create flow failed unexpectedly."}
 
 
-def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], env: StepEnv) -> str:
+def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], env: StepEnv,
+               context: type = CreateContext) -> str:
     """Undo every recorded step of a flow, in reverse, in one transaction; return the end state.
 
     Each `revert` gets the flow's context rebuilt from its log (with the error that stopped the
@@ -150,8 +222,10 @@ def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], 
         if flow.error is None:
             flow.error = UNKNOWN_FAILURE
         recorded = {name: dict(rec) for name, rec in (flow.steps or {}).items()}
-        ctx = CreateContext.from_log(flow.id, flow.volume_id, flow.project_id, flow.user_id, flow.request,
-                                     flow.caller, recorded).merge({"failure": flow.error})
+        ctx = dataclasses.replace(
+            context.from_log(flow.id, flow.volume_id, flow.project_id, flow.user_id, flow.request, flow.caller,
+                             recorded),
+            failure=flow.error)
         for step in reversed(steps):
             rec = recorded.get(step.name)
             if rec is None or rec["state"] != StepState.DONE.value:

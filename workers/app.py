@@ -11,7 +11,7 @@ from celery.signals import worker_init
 
 from workers.settings import Settings, default_worker_concurrency, get_settings
 
-TASK_MODULES = ["workers.steps"]
+TASK_MODULES = ["workers.steps", "workers.consumers", "workers.heartbeat"]
 
 
 def worker_concurrency(settings: Settings) -> int:
@@ -58,6 +58,7 @@ def celery_config(settings: Settings) -> dict:
             "volchain.create.compensate": {"queue": settings.compensate_queue},
             "volchain.sweeper.*": {"queue": settings.compensate_queue},
             "volchain.create.*": {"queue": settings.step_queue},
+            "volchain.scheduler.*": {"queue": settings.scheduler_queue},
         },
         "beat_schedule": {
             "volchain-sweep": {"task": "volchain.sweeper.sweep", "schedule": settings.sweep_interval_seconds},

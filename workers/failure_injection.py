@@ -51,10 +51,10 @@ class _InjectingStep:
 
 
 def run_step(factory: sessionmaker[Session], step: Step, flow_id: str, env: StepEnv,
-             final: bool = False) -> CreateContext:
+             final: bool = False, **options: Any) -> CreateContext:
     """tasks.runner.run_step, failing where the flow's request asks."""
     injecting = _InjectingStep(step)
-    ctx = runner.run_step(factory, injecting, flow_id, env, final)
+    ctx = runner.run_step(factory, injecting, flow_id, env, final, **options)
     if injecting.ran:
         _fail_if_asked(ctx, step.name, "after_commit")
     return ctx

@@ -44,6 +44,20 @@ def quota_config(settings: Settings) -> QuotaConfig:
     )
 
 
+def volume_driver(settings: Settings):
+    """This volume service's driver (None in any other process)."""
+    if settings.service != "volume":
+        return None
+    from drivers import load
+
+    if not settings.volume_host or "@" not in settings.volume_host:
+        raise errors.NotConfigured(setting="VOLCHAIN_VOLUME_HOST", reason="a volume service needs host@backend")
+    if settings.volume_path is None:
+        raise errors.NotConfigured(setting="VOLCHAIN_VOLUME_PATH", reason="the file driver needs a directory")
+    return load(settings.volume_driver, settings.volume_host.split("@", 1)[1], path=str(settings.volume_path),
+                capacity_gb=settings.volume_capacity_gb)
+
+
 def step_env(settings: Settings, publish=None) -> StepEnv:
     return StepEnv(
         quota=quota_config(settings),
@@ -55,7 +69,10 @@ def step_env(settings: Settings, publish=None) -> StepEnv:
         cloned_volume_same_az=settings.cloned_volume_same_az,
         az_cache_seconds=settings.az_cache_seconds,
         scheduler_queue=settings.scheduler_queue,
+        service_down_time=settings.service_down_time,
         publish=publish,
+        driver=volume_driver(settings),
+        host=settings.volume_host,
     )
 
 

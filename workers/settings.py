@@ -113,6 +113,18 @@ class Settings(BaseSettings):
         60.0, description="A service whose last heartbeat is older than this is down (Cinder's service_down_time)."
     )
 
+    # A volume service (`volchain worker volume` sets these for the Celery worker it starts).
+    service: str | None = Field(None, description="The service this worker runs: `scheduler`, `volume`, or unset "
+                                "(a step worker).")
+    volume_host: str | None = Field(None, description="A volume service's host@backend; it consumes "
+                                    "volume.<host@backend>.")
+    volume_driver: str = Field("file", description="A volume service's driver (drivers/: `file`).")
+    volume_path: Path | None = Field(None, description="The file driver's directory.")
+    volume_capacity_gb: int | None = Field(None, ge=0, description="The file driver's capacity; unset: the size "
+                                           "of the filesystem holding volume_path.")
+    volume_availability_zone: str | None = Field(None, description="A volume service's zone; unset: "
+                                                 "storage_availability_zone.")
+
     # HTTP API.
     auth_strategy: str = Field(
         "token", description="`token` (signed tokens, the default) or `noauth` (Cinder's development mode: "

@@ -14,11 +14,11 @@ import logging
 
 from celery import Task
 from celery.exceptions import Ignore
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from tasks import errors
 from tasks.create.flow import FINAL_STEP, STEPS
-from tasks.runner import compensate, park, record_failure
+from tasks.runner import compensate, error_dict, park, record_failure
 from workers import outcome
 from workers.app import app
 from workers.runtime import get_runtime
@@ -59,10 +59,10 @@ def _make_step_task(step):
             raise
         except TRANSIENT as exc:
             if self.request.retries >= self.max_retries:  # Celery retries it unless this was the last try
-                _record(rt, flow_id, step.name, _unexpected(exc))
+                _record(rt, flow_id, step.name, error_dict(exc))
             raise
         except Exception as exc:
-            _record(rt, flow_id, step.name, _unexpected(exc))
+            _record(rt, flow_id, step.name, error_dict(exc))
             raise
         if final:
             _notify(rt, flow_id, "succeeded")
@@ -70,12 +70,6 @@ def _make_step_task(step):
 
     step_task.__doc__ = (step.__doc__ or "").split("\n", 1)[0]
     return step_task
-
-
-def _unexpected(exc: BaseException) -> dict:
-    if isinstance(exc, DBAPIError):
-        return {"type": type(exc).__name__, "code": 500, "message": "A database error stopped the create."}
-    return {"type": type(exc).__name__, "code": 500, "message": f"Unexpected error: {type(exc).__name__}."}
 
 
 def _record(rt, flow_id: str, step: str, error: dict) -> None:

@@ -1,7 +1,188 @@
-"""Snapshots: create, list, show, delete (carried out by the source's volume service)."""
+"""`/v3/{project_id}/snapshots`: create (charged here, made by the source's volume service), list, show, update, delete."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from api import views
+from api.deps import Scope, scope
+from api.errors import HTTPError
+from api.routers.volumes import MAX_FIELD_LEN, MAX_LIMIT, _all_tenants, _int_param, _require_writer, json_body
+from models import utcnow
+from models.snapshot import Snapshot, SnapshotMetadata
+from tasks import errors
+from workers import lifecycle
+from workers.runtime import get_runtime
 
 router = APIRouter(tags=["snapshots"])
+
+TRUE = ("1", "t", "true", "on", "y", "yes")
+FALSE = ("0", "f", "false", "off", "n", "no")
+
+
+def _text(body: dict, field: str, *keys: str) -> str | None:
+    for key in keys:
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise errors.InvalidInput(reason=f"{field} must be a string.")
+        value = value.strip()
+        if len(value) > MAX_FIELD_LEN:
+            raise errors.InvalidInput(reason=f"{field} has {len(value)} characters, more than {MAX_FIELD_LEN}.")
+        return value
+    return None
+
+
+def _force(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
+        return value.strip().lower() in TRUE
+    raise errors.InvalidInput(reason=f"Invalid value '{value}' for force.")
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in value.items()):
+        raise errors.InvalidVolumeMetadata(reason="Metadata must be a dict of strings.")
+    if any(not 0 < len(k) <= 255 or len(x) > 255 for k, x in value.items()):
+        raise errors.InvalidVolumeMetadataSize(reason="Metadata keys must be 1 to 255 characters, values at most 255.")
+    return value
+
+
+def _snapshot_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("snapshot"), dict):
+        raise HTTPError(400, "Malformed request body")
+    return body["snapshot"]
+
+
+def _load(session, s: Scope, snapshot_id: str) -> Snapshot:
+    query = select(Snapshot).where(Snapshot.id == snapshot_id, Snapshot.deleted.is_(False))
+    if not s.is_admin:
+        query = query.where(Snapshot.project_id == s.project_id)
+    snap = session.scalar(query)
+    if snap is None:
+        raise errors.SnapshotNotFound(snapshot_id=snapshot_id)
+    return snap
+
+
+def _metadata_of(session, ids: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {i: {} for i in ids}
+    if ids:
+        for sid, key, value in session.execute(select(SnapshotMetadata.snapshot_id, SnapshotMetadata.key,
+                                                      SnapshotMetadata.value)
+                                               .where(SnapshotMetadata.snapshot_id.in_(ids))):
+            out[sid][key] = value
+    return out
+
+
+def _view(session, snap: Snapshot, s: Scope) -> dict[str, Any]:
+    return views.snapshot_detail(snap, metadata=_metadata_of(session, [snap.id])[snap.id], version=s.version,
+                                 admin=s.is_admin)
+
+
+@router.post("/snapshots", status_code=202, summary="Create a snapshot of a volume")
+async def create_snapshot(request: Request, s: Scope = Depends(scope)):
+    body = _snapshot_body(await json_body(request))
+    volume_id = body.get("volume_id")
+    if not isinstance(volume_id, str) or not volume_id:
+        raise errors.InvalidInput(reason="'volume_id' is a required property")
+    _require_writer(s, "volume:create_snapshot")
+    name = _text(body, "name", "name", "display_name")
+    description = _text(body, "description", "description", "display_description")
+    started = await run_in_threadpool(
+        lambda: lifecycle.create_snapshot(s.context(), volume_id, name=name, description=description,
+                                          force=_force(body.get("force", False)),
+                                          metadata=_metadata(body.get("metadata"))))
+
+    def show() -> dict:
+        with get_runtime().factory() as session:
+            return _view(session, _load(session, s, started.snapshot_id), s)
+
+    return JSONResponse({"snapshot": await run_in_threadpool(show)}, status_code=202)
+
+
+def _list(request: Request, s: Scope, detail: bool) -> dict:
+    params = request.query_params
+    all_tenants = _all_tenants(request, s)
+    limit = min(_int_param(request, "limit", MAX_LIMIT), MAX_LIMIT)
+    offset = _int_param(request, "offset", 0)
+    with get_runtime().factory() as session:
+        query = select(Snapshot).where(Snapshot.deleted.is_(False))
+        if not (all_tenants and s.is_admin):
+            query = query.where(Snapshot.project_id == s.project_id)
+        for param, column in (("name", Snapshot.display_name), ("status", Snapshot.status),
+                              ("volume_id", Snapshot.volume_id)):
+            if params.get(param) is not None:
+                query = query.where(column == params[param])
+        marker = params.get("marker")
+        if marker:
+            marked = session.scalar(query.where(Snapshot.id == marker))
+            if marked is None:
+                raise errors.InvalidInput(reason=f"marker [{marker}] not found")
+            query = query.where((Snapshot.created_at < marked.created_at)
+                                | ((Snapshot.created_at == marked.created_at) & (Snapshot.id < marked.id)))
+        snaps = session.scalars(query.order_by(Snapshot.created_at.desc(), Snapshot.id.desc())
+                                .offset(offset).limit(limit)).all()
+        metadata = _metadata_of(session, [snap.id for snap in snaps])
+        items = [views.snapshot_detail(snap, metadata=metadata[snap.id], version=s.version, admin=s.is_admin,
+                                       extensions=detail) for snap in snaps]
+    return {"snapshots": items}
+
+
+@router.get("/snapshots", summary="List snapshots")
+async def list_snapshots(request: Request, s: Scope = Depends(scope)):
+    return await run_in_threadpool(_list, request, s, False)
+
+
+@router.get("/snapshots/detail", summary="List snapshots with details")
+async def list_snapshots_detail(request: Request, s: Scope = Depends(scope)):
+    return await run_in_threadpool(_list, request, s, True)
+
+
+@router.get("/snapshots/{snapshot_id}", summary="Show a snapshot")
+async def show_snapshot(snapshot_id: str, s: Scope = Depends(scope)):
+    def run() -> dict:
+        with get_runtime().factory() as session:
+            return {"snapshot": _view(session, _load(session, s, snapshot_id), s)}
+
+    return await run_in_threadpool(run)
+
+
+@router.put("/snapshots/{snapshot_id}", summary="Update a snapshot's name and description")
+async def update_snapshot(snapshot_id: str, request: Request, s: Scope = Depends(scope)):
+    body = _snapshot_body(await json_body(request))
+    allowed = {"name", "display_name", "description", "display_description"}
+    if not body or set(body) - allowed:
+        raise errors.InvalidInput(reason=f"Only {', '.join(sorted(allowed))} may be updated.")
+    _require_writer(s, "volume:update_snapshot")
+    name = _text(body, "name", "name", "display_name")
+    description = _text(body, "description", "description", "display_description")
+
+    def run() -> dict:
+        with get_runtime().factory() as session, session.begin():
+            snap = _load(session, s, snapshot_id)
+            session.refresh(snap, with_for_update=True)
+            if name is not None or "name" in body or "display_name" in body:
+                snap.display_name = name
+            if description is not None or "description" in body or "display_description" in body:
+                snap.display_description = description
+            snap.updated_at = utcnow()
+            session.flush()
+            return {"snapshot": _view(session, snap, s)}
+
+    return await run_in_threadpool(run)
+
+
+@router.delete("/snapshots/{snapshot_id}", status_code=202, summary="Delete a snapshot")
+async def delete_snapshot(snapshot_id: str, s: Scope = Depends(scope)):
+    _require_writer(s, "volume:delete_snapshot")
+    await run_in_threadpool(lifecycle.delete_snapshot, s.context(), snapshot_id)
+    return Response(status_code=202)

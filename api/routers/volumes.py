@@ -1,4 +1,5 @@
-"""`/v3/{project_id}/volumes`: create (through the chain), show, list, summary, reset-status."""
+"""`/v3/{project_id}/volumes`: create (through the chain), show, list, summary, delete, and the
+actions os-extend, os-force_delete and os-reset_status."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from models.volume_type import VolumeType
 from tasks import errors
 from tasks.policy import WRITER_ROLES
 from workers.runtime import get_runtime
+from workers import lifecycle
 from workers.submit import submit_create_volume
 
 router = APIRouter(tags=["volumes"])
@@ -205,7 +207,7 @@ def _show(s: Scope, volume_id: str) -> dict:
         if vol is not None:
             return _detail(session, vol, s)
         # A create answered before its outcome (Prefer: respond-async) shows through its flow.
-        flow_query = select(FlowRun).where(FlowRun.volume_id == volume_id)
+        flow_query = select(FlowRun).where(FlowRun.volume_id == volume_id, FlowRun.kind == "create_volume")
         if not s.is_admin:
             flow_query = flow_query.where(FlowRun.project_id == s.project_id)
         flow = session.scalar(flow_query)
@@ -359,12 +361,64 @@ async def show_volume(volume_id: str, s: Scope = Depends(scope)):
     return {"volume": await run_in_threadpool(_show, s, volume_id)}
 
 
-@router.post("/volumes/{volume_id}/action", status_code=202, summary="Volume actions (admin: os-reset_status)")
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "t", "true", "on", "y", "yes"):
+        return True
+    if value in ("0", "f", "false", "off", "n", "no"):
+        return False
+    raise errors.InvalidInput(reason=f"Invalid value '{raw}' for {name}.")
+
+
+def _require_writer(s: Scope, action: str) -> None:
+    if not (set(s.identity.roles) & WRITER_ROLES):
+        raise errors.PolicyNotAuthorized(action=action)
+
+
+@router.delete("/volumes/{volume_id}", status_code=202, summary="Delete a volume (cascade: with its snapshots)")
+async def delete_volume(volume_id: str, request: Request, s: Scope = Depends(scope)):
+    cascade = _flag(request, "cascade")
+    force = s.version >= v("3.23") and _flag(request, "force")
+    _require_writer(s, "volume:delete")
+    if force:
+        require_admin(s, "volume:force_delete")
+    await run_in_threadpool(lifecycle.delete_volume, s.context(), volume_id, cascade=cascade, force=force)
+    return Response(status_code=202)
+
+
+def _new_size(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.InvalidInput(reason=f"Invalid input for field/attribute new_size. Value: {value}.")
+    if not 1 <= value <= 2147483647:
+        raise errors.InvalidInput(reason=f"Invalid input for field/attribute new_size. Value: {value}. "
+                                         f"{value} is less than the minimum of 1")
+    return value
+
+
+@router.post("/volumes/{volume_id}/action", status_code=202,
+             summary="Volume actions: os-extend, os-force_delete (admin), os-reset_status (admin)")
 async def volume_action(volume_id: str, request: Request, s: Scope = Depends(scope)):
     body = await json_body(request)
     if not isinstance(body, dict) or len(body) != 1:
         raise HTTPError(400, "Malformed request body")
     action = next(iter(body))
+    if action == "os-extend":
+        _require_writer(s, "volume:extend")
+        args = body[action]
+        if not isinstance(args, dict) or "new_size" not in args:
+            raise HTTPError(400, "Malformed request body")
+        new_size = _new_size(args["new_size"])
+        await run_in_threadpool(lifecycle.extend_volume, s.context(), volume_id, new_size)
+        return Response(status_code=202)
+    if action == "os-force_delete":
+        require_admin(s, "volume_extension:volume_admin_actions:force_delete")
+        await run_in_threadpool(lifecycle.delete_volume, s.context(), volume_id, cascade=False, force=True)
+        return Response(status_code=202)
     if action != "os-reset_status":
         raise HTTPError(400, f"There is no such action: {action}")
     require_admin(s, "volume_extension:volume_admin_actions:reset_status")

@@ -201,7 +201,8 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
         )
     if size is None or (isinstance(size, (int, str)) and not _int_like(size)):
         raise errors.MalformedRequest()
-    default_type = None if requested_type else lookups.default_volume_type(session, env.default_volume_type)
+    default_type = None if requested_type else lookups.default_volume_type(session, env.default_volume_type,
+                                                                            ctx.project_id)
     limits_type = requested_type or default_type
     _size_limits(limits_type, int(size))
     if requested_type is not None and source is not None and requested_type.id != source.volume_type_id:
@@ -326,7 +327,7 @@ def _pick_type(session, ctx, env, requested, source, snap_volume, snap, image, d
                 return found
     if image is not None and image.properties.get("cinder_img_volume_type"):
         return lookups.volume_type_by_name_or_id(session, ctx, image.properties["cinder_img_volume_type"])
-    return default or lookups.default_volume_type(session, env.default_volume_type)
+    return default or lookups.default_volume_type(session, env.default_volume_type, ctx.project_id)
 
 
 def _pick_zones(session, env: StepEnv, requested, vtype, zones, snap_volume, source) -> tuple[list[str], bool]:

@@ -3,7 +3,8 @@
 Requires: reservations, deltas (quota_reserve's record)
 Provides: committed
 Reversion strategy: give the committed usage back (Cinder's negative reserve + commit, as one
-    step), and clear the volume's `use_quota`, so the row kept in `error` no longer counts.
+    step), and clear the volume's `use_quota`, so the row kept in `error` no longer counts; both
+    once (tasks/usage.release_volume), also when a delete gave the usage back first.
 Redelivery: the usage change and this step's record commit together; a repeat delivery
     commits nothing.
 Expired reservations: if any reservation of the flow was expired meanwhile, the step fails
@@ -14,12 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from models import utcnow
-from models.volume import Volume
-from tasks import errors, quota_engine
+from tasks import errors, quota_engine, usage
 from tasks.context import CreateContext
 from tasks.runner import StepEnv
 
@@ -35,7 +33,4 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
 
 
 def revert(session: Session, ctx: CreateContext, result: dict[str, Any], env: StepEnv) -> None:
-    quota_engine.release(session, ctx.project_id, ctx.deltas or {})
-    session.execute(
-        update(Volume).where(Volume.id == ctx.volume_id).values(use_quota=False, updated_at=utcnow())
-    )
+    usage.release_volume(session, ctx.volume_id, ctx.deltas or {})

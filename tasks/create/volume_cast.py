@@ -15,7 +15,6 @@ Redelivery: the message is published before this step's record commits, under th
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy import update
@@ -23,26 +22,17 @@ from sqlalchemy.orm import Session
 
 from models import utcnow
 from models.volume import Volume
-from tasks import errors
+from tasks import casts
+from tasks.casts import MESSAGE_VERSION, backend_queue
 from tasks.context import CreateContext
-from tasks.runner import CastMessage, StepEnv
+from tasks.runner import StepEnv
 
 name = "volume_cast"
-
-MESSAGE_VERSION = "1.0"
-SCHEDULER_TASK = "volchain.scheduler.create_volume"
-VOLUME_TASK = "volchain.volume.create_volume"
-MESSAGE_NAMESPACE = uuid.UUID("6b0d1c8e-3f1a-4c59-9a57-2f7e0f0c1d10")
-
-
-def backend_queue(host: str) -> str:
-    """`host@backend#pool` -> `volume.host@backend` (one queue per backend, pools share it)."""
-    return "volume." + host.split("#", 1)[0]
 
 
 def message_id(flow_id: str) -> str:
     """Deterministic per flow, so a re-sent cast carries the same id."""
-    return str(uuid.uuid5(MESSAGE_NAMESPACE, f"{flow_id}/volume_cast"))
+    return casts.message_id(flow_id, name)
 
 
 def build_message(ctx: CreateContext, queue: str, direct: bool) -> dict[str, Any]:
@@ -90,35 +80,17 @@ def build_message(ctx: CreateContext, queue: str, direct: bool) -> dict[str, Any
     }
 
 
-def _route(ctx: CreateContext, env: StepEnv) -> tuple[str | None, CastMessage]:
-    """The backend a pinned create goes straight to (None: the scheduler), and its message."""
+def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     backend = (ctx.spec or {}).get("resource_backend") or None
     queue = backend_queue(backend) if backend else env.scheduler_queue
-    task = VOLUME_TASK if backend else SCHEDULER_TASK
     body = build_message(ctx, queue, backend is not None)
-    return backend, CastMessage(queue=queue, task_name=task, message_id=body["message_id"], body=body)
-
-
-def _publish(ctx: CreateContext, env: StepEnv, message: CastMessage) -> dict[str, Any]:
-    if env.publish is None:
-        raise errors.CastFailed(volume_id=ctx.volume_id, queue=message.queue, reason="no publisher configured")
-    try:
-        env.publish(message)
-    except errors.VolchainError:
-        raise
-    except Exception as exc:  # the broker's own errors: report them as Cinder's 500
-        raise errors.CastFailed(volume_id=ctx.volume_id, queue=message.queue,
-                                reason=f"{type(exc).__name__}: {exc}") from exc
-    return {"cast": {"queue": message.queue, "task": message.task_name, "message_id": message.message_id}}
-
-
-def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
-    backend, message = _route(ctx, env)
     if backend:
+        body["host"] = backend
         session.execute(
             update(Volume).where(Volume.id == ctx.volume_id).values(host=backend, scheduled_at=utcnow())
         )
-    return _publish(ctx, env, message)
+    task = casts.VOLUME_CREATE if backend else casts.SCHEDULER_CREATE
+    return {"cast": casts.publish(env, task, body, ctx.volume_id)}
 
 
 def revert(session: Session, ctx: CreateContext, result: dict[str, Any], env: StepEnv) -> None:

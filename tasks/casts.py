@@ -1,0 +1,64 @@
+"""Casts: the messages one flow sends to the scheduler or a volume service (docs/messages.md).
+
+Every cast is a Celery task message on a named queue, JSON only, whose task id is its
+`message_id`. A message id is derived from the flow that sends it and the cast's name, so a
+re-sent cast carries the same id. A consumer that starts a flow of its own uses the message id
+as that flow's id: a copy delivered twice finds its flow recorded and changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from models import utcnow
+from tasks import errors
+from tasks.runner import CastMessage, StepEnv
+
+MESSAGE_VERSION = "1.0"
+MESSAGE_NAMESPACE = uuid.UUID("6b0d1c8e-3f1a-4c59-9a57-2f7e0f0c1d10")
+
+# Task names, by who consumes them.
+SCHEDULER_CREATE = "volchain.scheduler.create_volume"
+VOLUME_CREATE = "volchain.volume.create_volume"
+VOLUME_DELETE = "volchain.volume.delete_volume"
+VOLUME_EXTEND = "volchain.volume.extend_volume"
+SNAPSHOT_CREATE = "volchain.volume.create_snapshot"
+SNAPSHOT_DELETE = "volchain.volume.delete_snapshot"
+
+
+def backend_queue(host: str) -> str:
+    """`host@backend#pool` -> `volume.host@backend` (one queue per backend, pools share it)."""
+    return "volume." + host.split("#", 1)[0]
+
+
+def on_this_backend(host: str | None, env: StepEnv) -> bool:
+    """Whether a volume's `host` (`host@backend#pool`) is the backend this volume service runs."""
+    return bool(host) and host.split("#", 1)[0] == env.host
+
+
+def message_id(flow_id: str, cast: str) -> str:
+    """Deterministic per flow and cast, so a re-sent cast carries the same id."""
+    return str(uuid.uuid5(MESSAGE_NAMESPACE, f"{flow_id}/{cast}"))
+
+
+def flow_message(flow_id: str, cast: str, queue: str, volume_id: str, project_id: str, **fields: Any) -> dict:
+    """The body of a cast that hands the last step of `flow_id` to a volume service."""
+    return {"version": MESSAGE_VERSION, "message_id": message_id(flow_id, cast), "flow_id": flow_id,
+            "volume_id": volume_id, "project_id": project_id, "queue": queue, **fields,
+            "sent_at": utcnow().isoformat()}
+
+
+def publish(env: StepEnv, task_name: str, body: dict[str, Any], volume_id: str) -> dict[str, Any]:
+    """Send `body` as `task_name` on its queue; returns what a step records of the cast."""
+    message = CastMessage(queue=body["queue"], task_name=task_name, message_id=body["message_id"], body=body)
+    if env.publish is None:
+        raise errors.CastFailed(volume_id=volume_id, queue=message.queue, reason="no publisher configured")
+    try:
+        env.publish(message)
+    except errors.VolchainError:
+        raise
+    except Exception as exc:  # the broker's own errors
+        raise errors.CastFailed(volume_id=volume_id, queue=message.queue,
+                                reason=f"{type(exc).__name__}: {exc}") from exc
+    return {"queue": message.queue, "task": message.task_name, "message_id": message.message_id}

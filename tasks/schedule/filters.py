@@ -1,0 +1,119 @@
+"""The scheduler's filters and weigher: which backends may take a volume, and which is best.
+
+A candidate is one pool of a volume service that is up (enabled, heartbeat younger than
+`service_down_time`). The filters, in order (each named after Cinder's):
+
+    AvailabilityZoneFilter  the service's zone is one the request allows
+    CapabilitiesFilter      the type's `volume_backend_name` extra spec, if any, equals the
+                            backend's reported `volume_backend_name`
+    resource_backend pin    a create pinned to a source's backend keeps only that backend (and
+                            that pool when the pin names one)
+    CapacityFilter          the pool's free capacity covers the size
+
+Free capacity is the driver's reported total less what the database says is allocated on that
+backend (live volumes and snapshots of volumes there), so two creates scheduled between two
+heartbeats see each other. The candidates' service rows are locked while this is worked out,
+so concurrent schedulers take turns per backend and never hand out the same space twice.
+
+The weigher (CapacityWeigher): the most free capacity wins; ties go to the first host by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from models import utcnow
+from models.service import VOLUME_BINARY, Service
+from models.snapshot import Snapshot
+from models.volume import Volume
+
+
+@dataclass(frozen=True)
+class Candidate:
+    host: str  # host@backend
+    pool: str
+    availability_zone: str
+    total_gb: int
+    allocated_gb: int
+
+    @property
+    def backend_id(self) -> str:
+        """host@backend#pool: what a volume's `host` records."""
+        return f"{self.host}#{self.pool}"
+
+    @property
+    def free_gb(self) -> int:
+        return self.total_gb - self.allocated_gb
+
+
+def _pools(service: Service) -> list[tuple[str, int]]:
+    caps = service.capabilities or {}
+    pools = caps.get("pools") or [{"pool_name": caps.get("volume_backend_name") or service.host.split("@")[-1],
+                                   "total_capacity_gb": caps.get("total_capacity_gb", 0)}]
+    return [(str(p.get("pool_name")), int(p.get("total_capacity_gb") or 0)) for p in pools]
+
+
+def _on_backend(column, host: str):
+    return or_(column == host, column.startswith(f"{host}#", autoescape=True))
+
+
+def allocated_gb(session: Session, backend_id: str) -> int:
+    """GB of live volumes and their snapshots on a backend (`host@backend#pool` or `host@backend`)."""
+    volumes = session.scalar(select(func.coalesce(func.sum(Volume.size), 0))
+                             .where(_on_backend(Volume.host, backend_id), Volume.deleted.is_(False))) or 0
+    snapshots = session.scalar(
+        select(func.coalesce(func.sum(Snapshot.volume_size), 0)).join(Volume, Volume.id == Snapshot.volume_id)
+        .where(_on_backend(Volume.host, backend_id), Snapshot.deleted.is_(False))) or 0
+    return int(volumes) + int(snapshots)
+
+
+def _pin_matches(pin: str | None, candidate: Candidate) -> bool:
+    if not pin:
+        return True
+    if "#" in pin:
+        return pin == candidate.backend_id
+    return pin == candidate.host
+
+
+def candidates(session: Session, spec: dict[str, Any], down_time: float) -> tuple[list[Candidate], str]:
+    """The pools that pass every filter, best first, and (when none does) why not, in words."""
+    cutoff = utcnow() - timedelta(seconds=down_time)
+    services = list(session.scalars(
+        select(Service).where(Service.binary == VOLUME_BINARY, Service.disabled.is_(False),
+                              Service.updated_at >= cutoff)
+        .order_by(Service.id).with_for_update()
+    ))
+    if not services:
+        return [], "no volume service is up"
+    zones = set(spec.get("availability_zones") or [])
+    backend_name = ((spec.get("volume_type") or {}).get("extra_specs") or {}).get("volume_backend_name")
+    pin = spec.get("resource_backend")
+    size = int(spec.get("size") or 0)
+    passed: list[Candidate] = []
+    reasons: list[str] = []
+    for service in services:
+        if zones and service.availability_zone not in zones:
+            reasons.append(f"{service.host}: zone {service.availability_zone} not in {sorted(zones)}")
+            continue
+        reported = (service.capabilities or {}).get("volume_backend_name")
+        if backend_name and reported != backend_name:
+            reasons.append(f"{service.host}: volume_backend_name {reported} is not {backend_name}")
+            continue
+        for pool, total in _pools(service):
+            cand = Candidate(service.host, pool, service.availability_zone, total, 0)
+            if not _pin_matches(pin, cand):
+                reasons.append(f"{cand.backend_id}: not the pinned backend {pin}")
+                continue
+            cand = Candidate(service.host, pool, service.availability_zone, total,
+                             allocated_gb(session, cand.backend_id))
+            if cand.free_gb < size:
+                reasons.append(f"{cand.backend_id}: {cand.free_gb} GB free, {size} GB asked")
+                continue
+            passed.append(cand)
+    passed.sort(key=lambda c: (-c.free_gb, c.backend_id))
+    return passed, "; ".join(reasons)

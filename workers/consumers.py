@@ -1,0 +1,105 @@
+"""The consumers at the other end of the casts: the scheduler and the volume services (docs/messages.md).
+
+Each task takes one message body and runs one step of a flow through the one runner:
+
+    volchain.scheduler.create_volume   (queue `scheduler`)           the schedule flow (its id: the message id)
+    volchain.volume.create_volume      (queue `volume.<host@backend>`) the provision flow (its id: the message id)
+    volchain.volume.delete_volume      (queue `volume.<host@backend>`) the last step of the delete flow
+    volchain.volume.extend_volume      (queue `volume.<host@backend>`) the last step of the extend flow
+    volchain.volume.create_snapshot    (queue `volume.<host@backend>`) the last step of the snapshot create flow
+    volchain.volume.delete_snapshot    (queue `volume.<host@backend>`) the last step of the snapshot delete flow
+
+A flow started by a consumer has the message id as its id and is inserted in the step's own
+transaction, so a message delivered twice, or a cast sent twice, runs its step once. Late acks:
+a consumer killed mid-step leaves its message to be redelivered. Transient database errors are
+retried with backoff (Celery's `autoretry_for`); a step refused because its flow has ended is
+dropped quietly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+from sqlalchemy.exc import OperationalError
+
+from tasks import casts, errors
+from tasks.context import FlowContext
+from tasks.delete import flow as delete_flow
+from tasks.extend import flow as extend_flow
+from tasks.provision import flow as provision_flow
+from tasks.runner import flow_row
+from tasks.schedule import flow as schedule_flow
+from tasks.snapshot import flow as snapshot_flow
+from workers.app import app
+from workers.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerTask(Task):
+    acks_late = True
+    throws = errors.EXPECTED_ERRORS
+    autoretry_for = (OperationalError,)
+    retry_backoff = True
+    retry_backoff_max = 30
+    max_retries = 10
+
+
+def _check_version(body: dict[str, Any]) -> None:
+    if str(body.get("version", "")).split(".")[0] != casts.MESSAGE_VERSION.split(".")[0]:
+        raise errors.InvalidInput(reason=f"message version {body.get('version')!r} is not supported")
+
+
+def _run(body: dict[str, Any], step, flow_id: str, kind: str | None = None) -> dict[str, Any]:
+    """Run `step` of `flow_id`; `kind` starts the flow from the message when it is new."""
+    _check_version(body)
+    rt = get_runtime()
+    start = None
+    if kind is not None:
+        start = flow_row(flow_id, kind, body["volume_id"], body.get("project_id") or "", body.get("user_id"), body)
+    try:
+        ctx = rt.run_step(rt.factory, step, flow_id, rt.env, final=True, context=FlowContext, start=start)
+    except errors.FlowNotRunning as exc:
+        log.info("%s", exc)
+        raise Ignore() from exc
+    return {key: value for key, value in ctx.results.items() if key != "cast"}
+
+
+
+@app.task(name=casts.SCHEDULER_CREATE, bind=True, base=ConsumerTask)
+def schedule_create_volume(self, body: dict) -> dict:
+    """Pick a backend for a new volume and cast its create there."""
+    return _run(body, schedule_flow.STEPS[0], body["message_id"], schedule_flow.KIND)
+
+
+@app.task(name=casts.VOLUME_CREATE, bind=True, base=ConsumerTask)
+def create_volume(self, body: dict) -> dict:
+    """Make a scheduled volume real on this backend."""
+    return _run(body, provision_flow.STEPS[0], body["message_id"], provision_flow.KIND)
+
+
+@app.task(name=casts.VOLUME_DELETE, bind=True, base=ConsumerTask)
+def delete_volume(self, body: dict) -> dict:
+    """Remove a volume (and its cascaded snapshots) from this backend."""
+    return _run(body, delete_flow.STEPS[-1], body["flow_id"])
+
+
+@app.task(name=casts.VOLUME_EXTEND, bind=True, base=ConsumerTask)
+def extend_volume(self, body: dict) -> dict:
+    """Grow a volume on this backend and commit its extra gigabytes."""
+    return _run(body, extend_flow.STEPS[-1], body["flow_id"])
+
+
+@app.task(name=casts.SNAPSHOT_CREATE, bind=True, base=ConsumerTask)
+def create_snapshot(self, body: dict) -> dict:
+    """Make a snapshot of a volume on this backend."""
+    return _run(body, snapshot_flow.CREATE_STEPS[-1], body["flow_id"])
+
+
+@app.task(name=casts.SNAPSHOT_DELETE, bind=True, base=ConsumerTask)
+def delete_snapshot(self, body: dict) -> dict:
+    """Remove a snapshot from this backend."""
+    return _run(body, snapshot_flow.DELETE_STEPS[-1], body["flow_id"])
