@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.role == "scheduler":
         queues = settings.scheduler_queue
         os.environ["VOLCHAIN_SERVICE"] = "scheduler"
+        args.hostname = args.hostname or "scheduler@%h"
     elif args.role == "volume":
         queues = _volume_service_env(args)
         if not args.hostname:

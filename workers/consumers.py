@@ -10,7 +10,10 @@ Each task takes one message body and runs one step of a flow through the one run
     volchain.volume.delete_snapshot    (queue `volume.<host@backend>`) the last step of the snapshot delete flow
 
 A flow started by a consumer has the message id as its id and is inserted in the step's own
-transaction, so a message delivered twice, or a cast sent twice, runs its step once. Late acks:
+transaction, so a message delivered twice, or a cast sent twice, runs its step once. A cast that
+finishes a flow started elsewhere is sent before that flow's first transaction commits (so that
+a crash cannot lose it): a consumer that does not find the flow yet tries again shortly, and
+drops the message if the flow never appears (its request was refused after all). Late acks:
 a consumer killed mid-step leaves its message to be redelivered. Transient database errors are
 retried with backoff (Celery's `autoretry_for`); a step refused because its flow has ended is
 dropped quietly.
@@ -53,7 +56,10 @@ def _check_version(body: dict[str, Any]) -> None:
         raise errors.InvalidInput(reason=f"message version {body.get('version')!r} is not supported")
 
 
-def _run(body: dict[str, Any], step, flow_id: str, kind: str | None = None) -> dict[str, Any]:
+NOT_COMMITTED_RETRIES = 8  # 0.05 s doubling: about 10 s for the sender's transaction to commit
+
+
+def _run(task: Task, body: dict[str, Any], step, flow_id: str, kind: str | None = None) -> dict[str, Any]:
     """Run `step` of `flow_id`; `kind` starts the flow from the message when it is new."""
     _check_version(body)
     rt = get_runtime()
@@ -65,6 +71,11 @@ def _run(body: dict[str, Any], step, flow_id: str, kind: str | None = None) -> d
     except errors.FlowNotRunning as exc:
         log.info("%s", exc)
         raise Ignore() from exc
+    except errors.FlowNotFound as exc:
+        if start is not None or task.request.retries >= NOT_COMMITTED_RETRIES:
+            log.warning("%s: the message is dropped", exc)
+            raise Ignore() from exc
+        raise task.retry(countdown=0.05 * 2 ** task.request.retries, max_retries=NOT_COMMITTED_RETRIES) from exc
     return {key: value for key, value in ctx.results.items() if key != "cast"}
 
 
@@ -72,34 +83,34 @@ def _run(body: dict[str, Any], step, flow_id: str, kind: str | None = None) -> d
 @app.task(name=casts.SCHEDULER_CREATE, bind=True, base=ConsumerTask)
 def schedule_create_volume(self, body: dict) -> dict:
     """Pick a backend for a new volume and cast its create there."""
-    return _run(body, schedule_flow.STEPS[0], body["message_id"], schedule_flow.KIND)
+    return _run(self, body, schedule_flow.STEPS[0], body["message_id"], schedule_flow.KIND)
 
 
 @app.task(name=casts.VOLUME_CREATE, bind=True, base=ConsumerTask)
 def create_volume(self, body: dict) -> dict:
     """Make a scheduled volume real on this backend."""
-    return _run(body, provision_flow.STEPS[0], body["message_id"], provision_flow.KIND)
+    return _run(self, body, provision_flow.STEPS[0], body["message_id"], provision_flow.KIND)
 
 
 @app.task(name=casts.VOLUME_DELETE, bind=True, base=ConsumerTask)
 def delete_volume(self, body: dict) -> dict:
     """Remove a volume (and its cascaded snapshots) from this backend."""
-    return _run(body, delete_flow.STEPS[-1], body["flow_id"])
+    return _run(self, body, delete_flow.STEPS[-1], body["flow_id"])
 
 
 @app.task(name=casts.VOLUME_EXTEND, bind=True, base=ConsumerTask)
 def extend_volume(self, body: dict) -> dict:
     """Grow a volume on this backend and commit its extra gigabytes."""
-    return _run(body, extend_flow.STEPS[-1], body["flow_id"])
+    return _run(self, body, extend_flow.STEPS[-1], body["flow_id"])
 
 
 @app.task(name=casts.SNAPSHOT_CREATE, bind=True, base=ConsumerTask)
 def create_snapshot(self, body: dict) -> dict:
     """Make a snapshot of a volume on this backend."""
-    return _run(body, snapshot_flow.CREATE_STEPS[-1], body["flow_id"])
+    return _run(self, body, snapshot_flow.CREATE_STEPS[-1], body["flow_id"])
 
 
 @app.task(name=casts.SNAPSHOT_DELETE, bind=True, base=ConsumerTask)
 def delete_snapshot(self, body: dict) -> dict:
     """Remove a snapshot from this backend."""
-    return _run(body, snapshot_flow.DELETE_STEPS[-1], body["flow_id"])
+    return _run(self, body, snapshot_flow.DELETE_STEPS[-1], body["flow_id"])
