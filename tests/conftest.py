@@ -219,3 +219,120 @@ def issue_token(db):
         return signer.issue(project, user, role, ttl)
 
     return issue
+
+
+# --- The whole lifecycle: step workers, the scheduler, volume services and an API, on a broker db of their own.
+
+def _next_db(url: str) -> str:
+    base, _, db = url.rpartition("/")
+    return f"{base}/{(int(db or 0) + 1) % 16}"
+
+
+LIFECYCLE_REDIS = os.environ.get("VOLCHAIN_TEST_REDIS_LIFECYCLE", _next_db(REDIS_URL))
+LIFECYCLE_ENV = {
+    **WORKER_ENV,
+    "VOLCHAIN_BROKER_URL": LIFECYCLE_REDIS,
+    "VOLCHAIN_FAILURE_INJECTION": "false",
+    "VOLCHAIN_STORAGE_AVAILABILITY_ZONE": "az1",
+    "VOLCHAIN_REPORT_INTERVAL": "1",
+    "VOLCHAIN_SERVICE_DOWN_TIME": "4",
+    "VOLCHAIN_AZ_CACHE_SECONDS": "0",
+}
+
+
+class Lifecycle:
+    """The running lifecycle: its API, its volume services (host -> (zone, path)) and how to run more."""
+
+    def __init__(self, api_url: str, redis_client, logs: Path, run_id: str) -> None:
+        self.api_url = api_url
+        self.redis = redis_client
+        self.logs = logs
+        self.run_id = run_id
+        self.volume_services: dict[str, tuple[str, Path, subprocess.Popen]] = {}
+
+    def start_volume_service(self, name: str, zone: str, capacity_gb: int = 50) -> str:
+        host = f"{name}-{self.run_id}@file"
+        path = self.logs / host
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "worker", "volume", "--host", host, "--path", str(path),
+             "--availability-zone", zone, "--capacity-gb", str(capacity_gb), "-c", "2", "-l", "warning"],
+            cwd=REPO, env={**os.environ, **LIFECYCLE_ENV}, stdout=open(self.logs / f"{host}.log", "ab"),
+            stderr=subprocess.STDOUT)
+        self.volume_services[host] = (zone, path, proc)
+        return host
+
+    def stop_volume_service(self, host: str) -> None:
+        stop_worker(self.volume_services[host][2])
+
+    def restart_volume_service(self, host: str) -> None:
+        zone, path, _ = self.volume_services[host]
+        name = host.split(f"-{self.run_id}@", 1)[0]
+        self.start_volume_service(name, zone)
+
+    def path_of(self, host: str) -> Path:
+        return self.volume_services[host.split("#", 1)[0]][1]
+
+
+def wait_until(check, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Poll `check()` until it returns something truthy; fail the test with `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"{what} did not happen within {timeout}s", pytrace=False)
+
+
+def services_up(db, hosts: list[str], down_time: float = 4.0) -> bool:
+    from models.service import Service
+    from tasks.services import is_up
+
+    with db() as session:
+        rows = {s.host: s for s in session.query(Service).filter(Service.host.in_(hosts))}
+    return all(h in rows and is_up(rows[h], down_time) for h in hosts)
+
+
+@pytest.fixture(scope="session")
+def lifecycle(database_url, tmp_path_factory):
+    """Real processes for the whole lifecycle on a Redis db of its own: two step workers, the
+    scheduler, two volume services (`az1` and `az2`, file driver) and `volchain api` (token
+    auth). `VOLCHAIN_STORAGE_AVAILABILITY_ZONE` is `az1`, so a create naming no zone goes there."""
+    import redis
+
+    client = redis.Redis.from_url(LIFECYCLE_REDIS)
+    try:
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"Redis is not reachable at {LIFECYCLE_REDIS}: {exc}", pytrace=False)
+    client.flushdb()
+    logs = tmp_path_factory.mktemp("lifecycle")
+    env = {**os.environ, **LIFECYCLE_ENV}
+    run_id = uuid.uuid4().hex[:6]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "-c", "2", "-l", "warning",
+                          "-n", f"lc-steps{i}-{run_id}@%h"], cwd=REPO, env=env,
+                         stdout=open(logs / f"steps{i}.log", "ab"), stderr=subprocess.STDOUT)
+        for i in range(2)
+    ]
+    procs.append(subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "scheduler", "-c", "2", "-l",
+                                   "warning", "-n", f"lc-scheduler-{run_id}@%h"], cwd=REPO, env=env,
+                                  stdout=open(logs / "scheduler.log", "ab"), stderr=subprocess.STDOUT))
+    port = free_port()
+    procs.append(start_api(port, "token", extra_env=LIFECYCLE_ENV, log_path=logs / "api.log"))
+    lc = Lifecycle(f"http://127.0.0.1:{port}", client, logs, run_id)
+    lc.host1 = lc.start_volume_service("node1", "az1")
+    lc.host2 = lc.start_volume_service("node2", "az2")
+    try:
+        wait_for_http(lc.api_url + "/")
+        from models.db import session_factory as factory
+
+        db = factory(database_url)
+        wait_until(lambda: services_up(db, [lc.host1, lc.host2]), 60, what="two volume services up")
+        yield lc
+    finally:
+        for _zone, _path, proc in lc.volume_services.values():
+            stop_worker(proc)
+        for proc in procs:
+            stop_worker(proc)
+        client.flushdb()
