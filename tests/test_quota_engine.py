@@ -394,13 +394,22 @@ def test_per_type_overs_name_the_per_type_resource(db, project):
     assert info.value.msg == f"Maximum number of volumes allowed (1) exceeded for quota 'volumes_{vt.name}'."
 
 
+def test_an_over_on_snapshots_is_cinders_snapshot_limit(db, project):
+    factories.set_quota(db, project, snapshots=2)
+    exc = over_quota(db, project, {"snapshots": 3})
+    with pytest.raises(errors.SnapshotLimitExceeded) as info:
+        qe.raise_for_over_quota(exc, 1)
+    assert info.value.to_dict() == {"type": "SnapshotLimitExceeded", "code": 413,
+                                    "message": "Maximum number of snapshots allowed (2) exceeded"}
+
+
 def test_an_over_on_another_resource_is_unexpected(db, project):
-    factories.set_quota(db, project, snapshots=0)
-    exc = over_quota(db, project, {"snapshots": 1})
+    factories.set_quota(db, project, backups=0)
+    exc = over_quota(db, project, {"backups": 1})
     with pytest.raises(errors.UnexpectedOverQuota) as info:
         qe.raise_for_over_quota(exc, 1)
     assert info.value.to_dict() == {"type": "UnexpectedOverQuota", "code": 413,
-                                    "message": "Unexpected over quota on snapshots."}
+                                    "message": "Unexpected over quota on backups."}
 
 
 # -- concurrency ------------------------------------------------------------------------------------------------

@@ -20,11 +20,12 @@ The weigher (CapacityWeigher): the most free capacity wins; ties go to the first
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from models import utcnow
@@ -58,18 +59,18 @@ def _pools(service: Service) -> list[tuple[str, int]]:
     return [(str(p.get("pool_name")), int(p.get("total_capacity_gb") or 0)) for p in pools]
 
 
-def _on_backend(column, host: str):
-    return or_(column == host, column.startswith(f"{host}#", autoescape=True))
-
-
-def allocated_gb(session: Session, backend_id: str) -> int:
-    """GB of live volumes and their snapshots on a backend (`host@backend#pool` or `host@backend`)."""
-    volumes = session.scalar(select(func.coalesce(func.sum(Volume.size), 0))
-                             .where(_on_backend(Volume.host, backend_id), Volume.deleted.is_(False))) or 0
-    snapshots = session.scalar(
-        select(func.coalesce(func.sum(Snapshot.volume_size), 0)).join(Volume, Volume.id == Snapshot.volume_id)
-        .where(_on_backend(Volume.host, backend_id), Snapshot.deleted.is_(False))) or 0
-    return int(volumes) + int(snapshots)
+def allocated_gb(session: Session, backend_ids: list[str]) -> dict[str, int]:
+    """GB of live volumes and of their snapshots on each pool (`host@backend#pool`), in one query.
+    A volume recorded without a pool counts toward every pool of its backend."""
+    hosts = set(backend_ids) | {b.split("#", 1)[0] for b in backend_ids}
+    volumes = (select(Volume.host.label("host"), Volume.size.label("gb"))
+               .where(Volume.host.in_(hosts), Volume.deleted.is_(False)))
+    snapshots = (select(Volume.host.label("host"), Snapshot.volume_size.label("gb"))
+                 .join(Volume, Volume.id == Snapshot.volume_id)
+                 .where(Volume.host.in_(hosts), Snapshot.deleted.is_(False)))
+    both = union_all(volumes, snapshots).subquery()
+    totals = dict(session.execute(select(both.c.host, func.sum(both.c.gb)).group_by(both.c.host)).all())
+    return {b: int(totals.get(b, 0)) + int(totals.get(b.split("#", 1)[0], 0)) for b in backend_ids}
 
 
 def _pin_matches(pin: str | None, candidate: Candidate) -> bool:
@@ -94,7 +95,7 @@ def candidates(session: Session, spec: dict[str, Any], down_time: float) -> tupl
     backend_name = ((spec.get("volume_type") or {}).get("extra_specs") or {}).get("volume_backend_name")
     pin = spec.get("resource_backend")
     size = int(spec.get("size") or 0)
-    passed: list[Candidate] = []
+    pools: list[Candidate] = []
     reasons: list[str] = []
     for service in services:
         if zones and service.availability_zone not in zones:
@@ -106,14 +107,17 @@ def candidates(session: Session, spec: dict[str, Any], down_time: float) -> tupl
             continue
         for pool, total in _pools(service):
             cand = Candidate(service.host, pool, service.availability_zone, total, 0)
-            if not _pin_matches(pin, cand):
+            if _pin_matches(pin, cand):
+                pools.append(cand)
+            else:
                 reasons.append(f"{cand.backend_id}: not the pinned backend {pin}")
-                continue
-            cand = Candidate(service.host, pool, service.availability_zone, total,
-                             allocated_gb(session, cand.backend_id))
-            if cand.free_gb < size:
-                reasons.append(f"{cand.backend_id}: {cand.free_gb} GB free, {size} GB asked")
-                continue
-            passed.append(cand)
+    allocated = allocated_gb(session, [c.backend_id for c in pools]) if pools else {}
+    passed: list[Candidate] = []
+    for cand in pools:
+        cand = dataclasses.replace(cand, allocated_gb=allocated[cand.backend_id])
+        if cand.free_gb < size:
+            reasons.append(f"{cand.backend_id}: {cand.free_gb} GB free, {size} GB asked")
+            continue
+        passed.append(cand)
     passed.sort(key=lambda c: (-c.free_gb, c.backend_id))
     return passed, "; ".join(reasons)
