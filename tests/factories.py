@@ -66,12 +66,12 @@ def snapshot(db, project_id: str, volume: Volume, status: str = "available", vol
 
 def image(db, name: str | None = None, owner: str | None = None, visibility: str = "public", status: str = "active",
           size_gb: float | None = None, virtual_size_gb: float | None = None, min_disk: int = 0,
-          properties: dict | None = None) -> Image:
+          properties: dict | None = None, location: str | None = None) -> Image:
     gib = 1024**3
     return _add(db, Image(name=name or f"img-{uuid.uuid4().hex[:8]}", owner=owner, visibility=visibility,
                           status=status, size=int(size_gb * gib) if size_gb else None,
                           virtual_size=int(virtual_size_gb * gib) if virtual_size_gb else None,
-                          min_disk=min_disk, properties=properties or {}))
+                          min_disk=min_disk, properties=properties or {}, location=location))
 
 
 def service(db, host: str, availability_zone: str) -> Service:

@@ -248,3 +248,29 @@ def test_a_stopped_volume_service_keeps_its_messages_and_its_zone_is_down(lifecy
         assert http.delete(f"/v3/{project}/volumes/{vid}").status_code == 202
     wait_until(lambda: all(_volume(db, v).deleted for v in (source_id, clone, lost)), 30, what="all deleted")
     lifecycle.stop_volume_service(host3)
+
+
+def test_a_volume_from_an_image_copies_its_file_and_a_driver_failure_is_an_error_with_a_message(
+        lifecycle, db, env, tmp_path):
+    http, project = env
+    image_file = tmp_path / "image.raw"
+    with open(image_file, "wb") as f:
+        f.seek(3 * 1024 * 1024)
+        f.write(b"bootloader")
+    good = factories.image(db, size_gb=0.01, location=str(image_file))
+    missing = factories.image(db, size_gb=0.01, location=str(tmp_path / "gone.raw"))
+    from_image = create(http, project, imageRef=good.id)
+    vol = wait_status(db, from_image, "available")
+    with open(backend_file(lifecycle, vol), "rb") as f:
+        f.seek(3 * 1024 * 1024)
+        assert f.read(10) == b"bootloader"
+    assert os.stat(backend_file(lifecycle, vol)).st_size == GIB
+    broken = create(http, project, imageRef=missing.id)
+    vol = wait_status(db, broken, "error")
+    assert vol.use_quota is True, "a volume the driver failed stays charged until it is deleted (Cinder)"
+    (message,) = messages_about(db, broken)
+    shown = http.get(f"/v3/{project}/messages/{message.id}", headers={"OpenStack-API-Version": "volume 3.3"})
+    assert shown.json()["message"]["user_message"].startswith("copy image to volume")
+    for vid in (from_image, broken):
+        assert http.delete(f"/v3/{project}/volumes/{vid}").status_code == 202
+    wait_until(lambda: all(_volume(db, v).deleted for v in (from_image, broken)), 30, what="both deleted")

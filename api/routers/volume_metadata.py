@@ -52,17 +52,17 @@ ONE_ITEM_BODY = {
 }
 NAME_KEYS = ("name", "display_name")
 DESCRIPTION_KEYS = ("description", "display_description")
-_UPDATED = {key: NAME for key in NAME_KEYS + DESCRIPTION_KEYS} | {"metadata": ITEMS}
+UPDATE_FIELDS = {key: NAME for key in NAME_KEYS + DESCRIPTION_KEYS} | {"metadata": ITEMS}
 UPDATE_BODY = {
     "type": "object",
-    "properties": {"volume": {"type": "object", "properties": _UPDATED, "additionalProperties": False}},
+    "properties": {"volume": {"type": "object", "properties": UPDATE_FIELDS, "additionalProperties": False}},
     "required": ["volume"],
     "additionalProperties": False,
 }
 UPDATE_BODY_V353 = {
     **UPDATE_BODY,
     "properties": {"volume": {**UPDATE_BODY["properties"]["volume"],
-                              "anyOf": [{"required": [key]} for key in _UPDATED]}},
+                              "anyOf": [{"required": [key]} for key in UPDATE_FIELDS]}},
 }
 
 # Statuses in which a write is refused (400 InvalidVolume): Cinder's, and `deleting`, since a
@@ -129,12 +129,13 @@ def _etag(metadata: dict[str, str]) -> str:
     return hashlib.md5(_list_body(metadata), usedforsecurity=False).hexdigest()
 
 
-def _check_if_match(request: Request, s: Scope, metadata: dict[str, str]) -> None:
+def _check_if_match(request: Request, s: Scope, session: Session, volume_id: str) -> None:
+    """From 3.15, an `If-Match` must name the metadata's current ETag (or `*`)."""
     header = request.headers.get("if-match")
     if s.version < ETAGS or not header:
         return
     tags = {tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")}
-    if "*" not in tags and _etag(metadata) not in tags:
+    if "*" not in tags and _etag(_read(session, volume_id)) not in tags:
         raise PreconditionFailed()
 
 
@@ -202,7 +203,7 @@ async def _set_metadata(volume_id: str, request: Request, s: Scope, replace: boo
             vol = _locked_volume(session, s, volume_id)
             _authorize(s, action)
             if replace:
-                _check_if_match(request, s, _read(session, vol.id))
+                _check_if_match(request, s, session, vol.id)
             _check_metadata_writable(vol, "Updating")
             vol.updated_at = utcnow()
             return _write(session, vol.id, body["metadata"], replace)
@@ -249,7 +250,7 @@ async def update_metadata_item(volume_id: str, key: str, request: Request, s: Sc
         with get_runtime().factory() as session, session.begin():
             vol = _locked_volume(session, s, volume_id)
             _authorize(s, "volume:update_volume_metadata")
-            _check_if_match(request, s, _read(session, vol.id))
+            _check_if_match(request, s, session, vol.id)
             _check_metadata_writable(vol, "Updating")
             vol.updated_at = utcnow()
             _write(session, vol.id, item, replace=False)
