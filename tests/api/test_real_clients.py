@@ -271,8 +271,9 @@ def test_cinder_cli_reads_limits_zones_types_and_quota_defaults(noauth_api_url, 
         assert (got["maxTotalVolumes"], got["totalVolumesUsed"], got["maxTotalVolumeGigabytes"]) == (
             "4", "0", defaults["gigabytes"]), got
 
-    def check_zones(out):
-        assert [(z["Name"], z["Status"]) for z in listing(out)] == [("nova", "available")], out
+    def check_zones(out):  # the deployment's own zone, plus any zone a volume service of another test runs in
+        zones = [(z["Name"], z["Status"]) for z in listing(out)]
+        assert ("nova", "available") in zones and len(zones) == len(set(zones)), out
 
     def check_type(out):
         got = props(out)
