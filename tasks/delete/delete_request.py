@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from models import utcnow
 from models.snapshot import Snapshot
 from models.volume import Volume, VolumeStatus
-from tasks import casts, errors
+from tasks import casts, errors, lookups
 from tasks.context import FlowContext
 from tasks.delete.rows import destroy_volume
 from tasks.runner import ENDS_FLOW, StepEnv
@@ -39,19 +39,8 @@ INVALID = (f"Volume status must be {' or '.join(DELETABLE)} and must not be migr
            "have snapshots, awaiting a transfer, or be disassociated from snapshots after volume transfer.")
 
 
-def lock_volume(session: Session, ctx: FlowContext) -> Volume:
-    """The caller's live volume, locked; another project's is missing like one that never was."""
-    query = select(Volume).where(Volume.id == ctx.volume_id, Volume.deleted.is_(False))
-    if not ctx.is_admin:
-        query = query.where(Volume.project_id == ctx.project_id)
-    vol = session.scalar(query.with_for_update())
-    if vol is None:
-        raise errors.VolumeNotFound(volume_id=ctx.volume_id)
-    return vol
-
-
 def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
-    vol = lock_volume(session, ctx)
+    vol = lookups.volume(session, ctx, ctx.volume_id, for_update=True)  # another project's: 404
     if not vol.host:
         destroy_volume(session, vol)
         return {"deleted_at_once": True, ENDS_FLOW: True}

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from models import utcnow
 from models.volume import Volume, VolumeStatus
 from models.volume_type import VolumeType
-from tasks import casts, errors, quota_engine
+from tasks import casts, errors, lookups, quota_engine
 from tasks.context import FlowContext
 from tasks.runner import StepEnv
 
@@ -34,12 +34,7 @@ MIN_HOLD_SECONDS = 86400
 
 def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
     new_size = ctx.request["new_size"]
-    query = select(Volume).where(Volume.id == ctx.volume_id, Volume.deleted.is_(False))
-    if not ctx.is_admin:
-        query = query.where(Volume.project_id == ctx.project_id)
-    vol = session.scalar(query.with_for_update())
-    if vol is None:
-        raise errors.VolumeNotFound(volume_id=ctx.volume_id)
+    vol = lookups.volume(session, ctx, ctx.volume_id, for_update=True)
     if vol.status != VolumeStatus.AVAILABLE.value or not vol.host:
         raise errors.InvalidVolume(reason=f"Volume {vol.id} status must be available to extend, but current "
                                           f"status is: {vol.status}.")

@@ -22,9 +22,8 @@ from sqlalchemy.orm import Session
 
 from models import utcnow
 from models.snapshot import Snapshot, SnapshotMetadata
-from models.volume import Volume
 from models.volume_type import VolumeType
-from tasks import casts, errors, quota_engine, usage
+from tasks import casts, errors, lookups, quota_engine, usage
 from tasks.context import FlowContext
 from tasks.runner import StepEnv
 
@@ -33,12 +32,7 @@ name = "create_request"
 
 def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
     req = ctx.request
-    query = select(Volume).where(Volume.id == ctx.volume_id, Volume.deleted.is_(False))
-    if not ctx.is_admin:
-        query = query.where(Volume.project_id == ctx.project_id)
-    vol = session.scalar(query.with_for_update())
-    if vol is None:
-        raise errors.VolumeNotFound(volume_id=ctx.volume_id)
+    vol = lookups.volume(session, ctx, ctx.volume_id, for_update=True)
     if req.get("force"):
         if vol.status not in ("available", "in-use"):
             raise errors.InvalidVolume(reason=f"Volume {vol.id} status must be available or in-use, but current "
