@@ -324,7 +324,7 @@ def lifecycle(database_url, tmp_path_factory):
     lc.host1 = lc.start_volume_service("node1", "az1")
     lc.host2 = lc.start_volume_service("node2", "az2")
     try:
-        wait_for_http(lc.api_url + "/")
+        wait_for_http(lc.api_url + "/", 90)
         from models.db import session_factory as factory
 
         db = factory(database_url)
