@@ -31,6 +31,7 @@ MESSAGES = v("3.3")
 PAGINATION = v("3.5")
 RESOURCE_FILTER = v("3.31")
 MAX_LIMIT = 1000  # Cinder's osapi_max_limit
+INT_MAX = 2147483647  # the largest offset Cinder accepts
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # how Cinder's JSON renders a timestamp
 NOT_FOUND = "The resource could not be found."
 PAGING_KEYS = ("limit", "marker", "offset", "sort", "sort_key", "sort_dir")
@@ -132,6 +133,8 @@ def _int(params, name: str, default: int) -> int:
         if name == "offset":
             raise errors.InvalidInput(reason="offset must be >= 0")
         raise HTTPError(400, f"{name} param must be positive")
+    if name == "offset" and value > INT_MAX:
+        raise errors.InvalidInput(reason=f"offset must be <= {INT_MAX}")
     return value
 
 

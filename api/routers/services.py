@@ -206,7 +206,8 @@ async def show_capabilities(host: str, s: Scope = Depends(scope)):
 
     def run():
         with get_runtime().factory() as session:
-            svc = session.scalar(select(Service).where(Service.binary == VOLUME_BINARY, host_matches(Service.host, host))
+            svc = session.scalar(select(Service)
+                                 .where(Service.binary == VOLUME_BINARY, host_matches(Service.host, host))
                                  .order_by(Service.id).limit(1))
             if svc is None:
                 raise errors.NotFound(f"Can't find service: {host}")
