@@ -43,9 +43,12 @@ def create_app() -> FastAPI:
                   "creating volumes through volchain's Celery chain.", lifespan=lifespan,
                   openapi_url="/openapi.json", docs_url=None, redoc_url=None)
     errors.install(app)
+    # Project-less URLs (3.67) first: `/v3/extensions/os-services` must not be taken for the
+    # os-services of a project named "extensions" (project ids are hex; collection names are not).
+    for router in RESOURCE_ROUTERS:
+        app.include_router(router, prefix="/v3", include_in_schema=False)
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix="/v3/{project_id}")
-        app.include_router(router, prefix="/v3", include_in_schema=False)  # project-less URLs (3.67)
     app.include_router(versions.router)  # last: `/v3/{project_id}` must not shadow `/v3/volumes`
 
     app.add_middleware(OpenStackHeaders)

@@ -122,3 +122,12 @@ def test_creates_naming_no_type_use_the_projects_default_while_it_may(api_url, p
                                 .order_by(Volume.created_at)).scalars().all()
     assert types == [private.id, factories.DEFAULT_TYPE_ID, doomed.id, factories.DEFAULT_TYPE_ID]
     check_invariant(project)
+
+
+def test_types_default_shows_the_projects_default(api_url, project, issue_token, db, admin):
+    gold = factories.volume_type(db, name=f"gold-{uuid.uuid4().hex[:8]}")
+    with client(api_url, issue_token(project, role="member")) as member:
+        assert member.get(f"/v3/{project}/types/default").json()["volume_type"]["name"] == "__DEFAULT__"
+        assert admin.put(f"/v3/{project}/default-types/{project}",
+                         json={"default_type": {"volume_type": gold.name}}).status_code == 200
+        assert member.get(f"/v3/{project}/types/default").json()["volume_type"]["id"] == gold.id

@@ -51,7 +51,7 @@ async def default_type(s: Scope = Depends(scope)):
         rt = get_runtime()
         with rt.factory() as session:
             try:
-                vt = lookups.default_volume_type(session, rt.settings.default_volume_type)
+                vt = lookups.default_volume_type(session, rt.settings.default_volume_type, s.project_id)
             except errors.VolumeTypeDefaultMisconfiguredError:
                 raise HTTPError(404, "Default volume type can not be found.") from None
             return {"volume_type": views.volume_type(vt, admin=s.is_admin, version=s.version)}
