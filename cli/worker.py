@@ -36,7 +36,10 @@ def register(sub) -> None:
                    help="volume: capacity to report (default: the size of the filesystem holding --path)")
     p.add_argument("--interval", type=float, help="sweeper: seconds between sweeps")
     p.add_argument("--concurrency", "-c", type=positive_int, help="pool size (default: VOLCHAIN_WORKER_CONCURRENCY, else four per CPU)")
-    p.add_argument("--pool", "-P", choices=POOLS, default="prefork")
+    p.add_argument("--pool", "-P", choices=POOLS,
+                   help="prefork (the default for steps) or threads (the default for the scheduler and volume "
+                   "services: their tasks wait on PostgreSQL and the disk, and a thread takes a message without the "
+                   "hand-over to a child process)")
     p.add_argument("--loglevel", "-l", choices=LOG_LEVELS, default="info", type=str.lower)
     p.add_argument("--hostname", "-n", help="node name, e.g. steps1@%%h (needed for two workers on one host)")
     p.set_defaults(handler=run)
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             "set VOLCHAIN_BROKER_URL (e.g. redis://127.0.0.1:6379/0), or try `volchain demo`"
         )
     queues = f"{settings.step_queue},{settings.compensate_queue}"
+    args.pool = args.pool or ("prefork" if args.role == "steps" else "threads")
     if args.role == "scheduler":
         queues = settings.scheduler_queue
         os.environ["VOLCHAIN_SERVICE"] = "scheduler"

@@ -41,8 +41,7 @@ from typing import Any, Callable, Protocol
 
 import dataclasses
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -110,7 +109,15 @@ _RECORD_STEP = (
 _RECORD_FINAL_STEP = _RECORD_STEP.values(state=FlowState.SUCCEEDED.value, finished_at=bindparam("now"))
 
 
-_START_FLOW = pg_insert(_FLOWS).on_conflict_do_nothing(index_elements=[_FLOWS.c.id])
+_START_COLUMNS = [_FLOWS.c[name] for name in (
+    "id", "kind", "volume_id", "project_id", "user_id", "state", "request", "caller", "steps",
+    "compensation_attempts", "root_task_id", "created_at", "progress_at")]
+# Text, built from the table's columns (a renamed column fails at import): SQLAlchemy 2.0 gives a
+# PostgreSQL `ON CONFLICT` insert no cache key, so the Core form would be compiled on every flow.
+_START_FLOW = text(
+    f"INSERT INTO {_FLOWS.name} ({', '.join(c.name for c in _START_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c.name for c in _START_COLUMNS)}) ON CONFLICT ({_FLOWS.c.id.name}) DO NOTHING"
+).bindparams(*(bindparam(c.name, type_=c.type) for c in _START_COLUMNS))
 
 
 def flow_row(flow_id: str, kind: str, volume_id: str, project_id: str, user_id: str | None,

@@ -513,10 +513,13 @@ def test_commits_in_scope_racing_expire_settle_each_reservation_once(db, project
 
 def test_the_prebuilt_statements_of_a_create_are_cached_by_sqlalchemy():
     """A statement SQLAlchemy cannot cache is compiled again on every call (it once doubled the
-    cost of quota_reserve): each prebuilt statement a create runs has a cache key."""
+    cost of quota_reserve): each prebuilt statement a create runs, from the chain to the backend,
+    has a cache key."""
     from tasks import lookups, runner
+    from tasks.schedule import filters, schedule_volume
 
     statements = [qe._LIMITS, qe._LOCK_USAGES, qe._WRITE_USAGES, qe._RESERVE_AND_WRITE_USAGES,
                   qe._LOCK_AND_TAKE_IN_SCOPE, qe._TAKE_RESERVATIONS, runner._LOCK_FLOW, runner._RECORD_STEP,
-                  runner._RECORD_FINAL_STEP, *lookups._TYPE_QUERIES.values()]
+                  runner._RECORD_FINAL_STEP, runner._START_FLOW, filters._UP_SERVICES, schedule_volume._LOCK_VOLUME,
+                  *lookups._TYPE_QUERIES.values()]
     assert all(statement._generate_cache_key() is not None for statement in statements)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, union_all
+from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.orm import Session
 
 from models import utcnow
@@ -52,9 +52,9 @@ class Candidate:
         return self.total_gb - self.allocated_gb
 
 
-def _pools(service: Service) -> list[tuple[str, int]]:
-    caps = service.capabilities or {}
-    pools = caps.get("pools") or [{"pool_name": caps.get("volume_backend_name") or service.host.split("@")[-1],
+def _pools(host: str, caps: dict[str, Any] | None) -> list[tuple[str, int]]:
+    caps = caps or {}
+    pools = caps.get("pools") or [{"pool_name": caps.get("volume_backend_name") or host.split("@")[-1],
                                    "total_capacity_gb": caps.get("total_capacity_gb", 0)}]
     return [(str(p.get("pool_name")), int(p.get("total_capacity_gb") or 0)) for p in pools]
 
@@ -73,6 +73,13 @@ def allocated_gb(session: Session, backend_ids: list[str]) -> dict[str, int]:
     return {b: int(totals.get(b, 0)) + int(totals.get(b.split("#", 1)[0], 0)) for b in backend_ids}
 
 
+_UP_SERVICES = (
+    select(Service.host, Service.availability_zone, Service.capabilities)
+    .where(Service.binary == VOLUME_BINARY, Service.disabled.is_(False), Service.updated_at >= bindparam("cutoff"))
+    .order_by(Service.id).with_for_update()
+)
+
+
 def _pin_matches(pin: str | None, candidate: Candidate) -> bool:
     if not pin:
         return True
@@ -83,12 +90,7 @@ def _pin_matches(pin: str | None, candidate: Candidate) -> bool:
 
 def candidates(session: Session, spec: dict[str, Any], down_time: float) -> tuple[list[Candidate], str]:
     """The pools that pass every filter, best first, and (when none does) why not, in words."""
-    cutoff = utcnow() - timedelta(seconds=down_time)
-    services = list(session.scalars(
-        select(Service).where(Service.binary == VOLUME_BINARY, Service.disabled.is_(False),
-                              Service.updated_at >= cutoff)
-        .order_by(Service.id).with_for_update()
-    ))
+    services = session.execute(_UP_SERVICES, {"cutoff": utcnow() - timedelta(seconds=down_time)}).all()
     if not services:
         return [], "no volume service is up"
     zones = set(spec.get("availability_zones") or [])
@@ -105,7 +107,7 @@ def candidates(session: Session, spec: dict[str, Any], down_time: float) -> tupl
         if backend_name and reported != backend_name:
             reasons.append(f"{service.host}: volume_backend_name {reported} is not {backend_name}")
             continue
-        for pool, total in _pools(service):
+        for pool, total in _pools(service.host, service.capabilities):
             cand = Candidate(service.host, pool, service.availability_zone, total, 0)
             if _pin_matches(pin, cand):
                 pools.append(cand)

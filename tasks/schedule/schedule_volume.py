@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from models import utcnow
@@ -32,8 +32,14 @@ from tasks.schedule import filters
 name = "schedule_volume"
 
 
+_LOCK_VOLUME = (select(Volume.status, Volume.deleted, Volume.host, Volume.project_id)
+                .where(Volume.id == bindparam("volume_id")).with_for_update())
+_SET = update(Volume).where(Volume.id == bindparam("volume_id"))
+
+
 def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
-    vol = session.scalar(select(Volume).where(Volume.id == ctx.volume_id).with_for_update())
+    conn = session.connection()
+    vol = conn.execute(_LOCK_VOLUME, {"volume_id": ctx.volume_id}).first()
     if vol is None or vol.deleted or vol.status != VolumeStatus.CREATING.value or vol.host:
         state = "missing" if vol is None else ("deleted" if vol.deleted else f"{vol.status}, host {vol.host}")
         return {"skipped": f"volume is {state}"}
@@ -42,20 +48,20 @@ def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
     now = utcnow()
     if not found:
         reason = f"No valid backend was found. {why_not}".strip()
-        vol.status, vol.error_message, vol.updated_at = VolumeStatus.ERROR.value, reason[:255], now
-        session.flush()
-        usage.release_volume(session, vol.id)
+        conn.execute(_SET.values(status=VolumeStatus.ERROR.value, error_message=reason[:255], updated_at=now),
+                     {"volume_id": ctx.volume_id})
+        usage.release_volume(session, ctx.volume_id)
         user_messages.record(session, project_id=vol.project_id, resource_type=user_messages.VOLUME,
-                             resource_uuid=vol.id, action=user_messages.Action.SCHEDULE_ALLOCATE_VOLUME,
+                             resource_uuid=ctx.volume_id, action=user_messages.Action.SCHEDULE_ALLOCATE_VOLUME,
                              detail=user_messages.Detail.NO_BACKEND_AVAILABLE)
         return {"no_valid_backend": reason}
     best = found[0]
-    vol.host, vol.availability_zone, vol.scheduled_at, vol.updated_at = (
-        best.backend_id, best.availability_zone, now, now)
+    conn.execute(_SET.values(host=best.backend_id, availability_zone=best.availability_zone, scheduled_at=now,
+                             updated_at=now), {"volume_id": ctx.volume_id})
     body = {**ctx.request, "message_id": casts.message_id(ctx.flow_id, name), "queue": casts.backend_queue(best.host),
             "host": best.backend_id, "allow_reschedule": False, "scheduled_by": ctx.flow_id,
             "sent_at": now.isoformat()}
-    return {"host": best.backend_id, "cast": casts.publish(env, casts.VOLUME_CREATE, body, vol.id)}
+    return {"host": best.backend_id, "cast": casts.publish(env, casts.VOLUME_CREATE, body, ctx.volume_id)}
 
 
 def revert(session: Session, ctx: FlowContext, result: dict[str, Any], env: StepEnv) -> None:
