@@ -2,8 +2,9 @@
 
 Every cast is a Celery task message on a named queue, JSON only, whose task id is its
 `message_id`. A message id is derived from the flow that sends it and the cast's name, so a
-re-sent cast carries the same id. A consumer that starts a flow of its own uses the message id
-as that flow's id: a copy delivered twice finds its flow recorded and changes nothing.
+re-sent cast carries the same id. A consumer that starts a flow of its own derives that flow's id
+from the message id and its queue (`consumer_flow_id`): a copy delivered twice finds its flow
+recorded and changes nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def on_this_backend(host: str | None, env: StepEnv) -> bool:
 def message_id(flow_id: str, cast: str) -> str:
     """Deterministic per flow and cast, so a re-sent cast carries the same id."""
     return str(uuid.uuid5(MESSAGE_NAMESPACE, f"{flow_id}/{cast}"))
+
+
+def consumer_flow_id(body: dict[str, Any]) -> str:
+    """The id of the flow a consumer starts for a message: one per message id and queue, so a copy
+    delivered twice to one queue finds its flow, and the same id re-sent to another backend (a
+    scheduler that chose again after its first choice rolled back) gets a flow of its own."""
+    return message_id(body["message_id"], body["queue"])
 
 
 def flow_message(flow_id: str, cast: str, queue: str, volume_id: str, project_id: str, **fields: Any) -> dict:

@@ -192,6 +192,11 @@ class DeletedWhileCreating(Conflict):
     message = "Volume %(volume_id)s was deleted before its create finished."
 
 
+class CreateNeedsAttention(Conflict):
+    message = ("The create of volume %(volume_id)s needs an operator's attention (flow %(flow_id)s); "
+               "the volume cannot be deleted until it is resolved.")
+
+
 class MultipleImageMatches(Conflict):
     message = "Multiple matches found for '%(image_ref)s', use an ID to be more specific."
 
@@ -250,6 +255,13 @@ class FlowTimedOut(VolchainError):
     message = "The create of volume %(volume_id)s made no progress for %(seconds)s seconds and was stopped."
 
 
+class CastNotReady(VolchainError):
+    """A consumer got a cast before its sender's transaction committed (the volume it names is not
+    handed over yet); the message is tried again shortly, nothing is recorded."""
+
+    message = "Volume %(volume_id)s is not handed to %(host)s yet."
+
+
 class InjectedFailure(VolchainError):
     """Raised by the failure-injection test facility, never in production."""
 
@@ -301,9 +313,9 @@ REGISTRY: dict[str, type[VolchainError]] = {klass.__name__: klass for klass in (
     NotAuthorized, PolicyNotAuthorized,
     NotFound, VolumeNotFound, SnapshotNotFound, ImageNotFound, VolumeTypeNotFound, VolumeTypeNotFoundByName,
     VolumeTypeExtraSpecsNotFound, QuotaResourceUnknown, FlowNotFound,
-    Conflict, VolumeTypeExists, FlowNotRunning, DeletedWhileCreating, MultipleImageMatches,
+    Conflict, VolumeTypeExists, FlowNotRunning, DeletedWhileCreating, CreateNeedsAttention, MultipleImageMatches,
     QuotaError, VolumeSizeExceedsAvailableQuota, VolumeSizeExceedsLimit, VolumeLimitExceeded, SnapshotLimitExceeded,
     UnexpectedOverQuota, QuotaUsageOverflow,
-    VolumeTypeDefaultMisconfiguredError, CastFailed, ReservationExpired, FlowTimedOut, InjectedFailure,
+    VolumeTypeDefaultMisconfiguredError, CastFailed, ReservationExpired, FlowTimedOut, CastNotReady, InjectedFailure,
     OverQuota, SubmitFailed,
 )}

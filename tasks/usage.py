@@ -8,7 +8,8 @@ backend) releases, and everybody after finds nothing to give back.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections import Counter
+from typing import Iterable, Mapping
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -39,33 +40,48 @@ def snapshot_deltas(type_name: str | None, size: int, config: QuotaConfig) -> di
     return quota_engine.per_type_deltas(base, type_name) if type_name else base
 
 
-def release_volume(session: Session, volume_id: str, deltas: Mapping[str, int] | None = None) -> bool:
-    """Give a volume's usage back once and clear its `use_quota`; False if it was given back already.
+def release(session: Session, config: QuotaConfig, volumes: Iterable[str] = (), snapshots: Iterable[str] = (),
+            recorded: Mapping[str, int] | None = None) -> int:
+    """Give back, once, the usage of these volume and snapshot rows and clear their `use_quota`;
+    returns how many rows still had usage to give. Each project's usage rows are locked once, for
+    the sum (a volume deleted with its snapshots takes its project's usage locks in one go, in
+    the engine's order, like every other quota change).
 
-    `deltas`: what was charged, when the caller recorded it (the create flow); otherwise it is
-    worked out from the row's size and type.
+    `recorded`: what a single volume was charged, when the caller recorded it (the create flow);
+    otherwise it is worked out from each row's size and type.
     """
-    row = session.execute(
-        update(Volume).where(Volume.id == volume_id, Volume.use_quota.is_(True))
-        .values(use_quota=False, updated_at=utcnow())
-        .returning(Volume.project_id, Volume.size, Volume.volume_type_id)
-    ).first()
-    if row is None:
-        return False
-    quota_engine.release(session, row.project_id,
-                         deltas or volume_deltas(_type_name(session, row.volume_type_id), row.size))
-    return True
+    now = utcnow()
+    totals: dict[str, Counter] = {}
+    found = 0
+    volumes, snapshots = list(volumes), list(snapshots)
+    if snapshots:
+        for row in session.execute(
+            update(Snapshot).where(Snapshot.id.in_(snapshots), Snapshot.use_quota.is_(True))
+            .values(use_quota=False, updated_at=now)
+            .returning(Snapshot.project_id, Snapshot.volume_size, Snapshot.volume_type_id)
+        ).all():
+            found += 1
+            totals.setdefault(row.project_id, Counter()).update(
+                snapshot_deltas(_type_name(session, row.volume_type_id), row.volume_size, config))
+    if volumes:
+        for row in session.execute(
+            update(Volume).where(Volume.id.in_(volumes), Volume.use_quota.is_(True))
+            .values(use_quota=False, updated_at=now)
+            .returning(Volume.project_id, Volume.size, Volume.volume_type_id)
+        ).all():
+            found += 1
+            totals.setdefault(row.project_id, Counter()).update(
+                recorded or volume_deltas(_type_name(session, row.volume_type_id), row.size))
+    for project_id, deltas in totals.items():
+        quota_engine.release(session, project_id, dict(deltas))
+    return found
+
+
+def release_volume(session: Session, volume_id: str, recorded: Mapping[str, int] | None = None) -> bool:
+    """Give one volume's usage back once; False if it was given back already."""
+    return release(session, QuotaConfig(), volumes=[volume_id], recorded=recorded) == 1
 
 
 def release_snapshot(session: Session, snapshot_id: str, config: QuotaConfig) -> bool:
-    """Give a snapshot's usage back once and clear its `use_quota`; False if given back already."""
-    row = session.execute(
-        update(Snapshot).where(Snapshot.id == snapshot_id, Snapshot.use_quota.is_(True))
-        .values(use_quota=False, updated_at=utcnow())
-        .returning(Snapshot.project_id, Snapshot.volume_size, Snapshot.volume_type_id)
-    ).first()
-    if row is None:
-        return False
-    quota_engine.release(session, row.project_id,
-                         snapshot_deltas(_type_name(session, row.volume_type_id), row.volume_size, config))
-    return True
+    """Give one snapshot's usage back once; False if it was given back already."""
+    return release(session, config, snapshots=[snapshot_id]) == 1

@@ -9,6 +9,7 @@ equals the live volume and snapshot rows, nothing reserved).
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -206,25 +207,31 @@ def test_a_duplicated_cast_creates_one_backend_volume(lifecycle, db, env):
     app.send_task(casts.SCHEDULER_CREATE, args=[body], queue="scheduler", task_id=body["message_id"])
     again = {**body, "message_id": str(uuid.uuid4()), "queue": casts.backend_queue(vol.host), "host": vol.host}
     app.send_task(casts.VOLUME_CREATE, args=[again], queue=again["queue"], task_id=again["message_id"])
-    wait_until(lambda: any(f.id == again["message_id"] for f in flows_of(db, vid).get("provision_volume", [])),
+    again_flow = casts.consumer_flow_id(again)
+    wait_until(lambda: any(f.id == again_flow for f in flows_of(db, vid).get("provision_volume", [])),
                what="the second cast consumed")
     flows = flows_of(db, vid)
     assert len(flows["schedule_volume"]) == 1, "the repeated scheduler message ran twice"
     provisions = {f.id: f for f in flows["provision_volume"]}
-    assert provisions[again["message_id"]].steps["create_on_backend"]["result"] == {"skipped": "volume is available"}
+    assert provisions[again_flow].steps["create_on_backend"]["result"] == {"skipped": "volume is available"}
     assert _volume(db, vid).status == "available"
     files = list((lifecycle.path_of(vol.host) / "volumes").glob(f"volume-{vid}*"))
     assert [p.name for p in files] == [f"volume-{vid}"]
 
 
-def test_a_stopped_volume_service_keeps_its_messages_and_its_zone_is_down(lifecycle, db, env):
+def test_a_stopped_volume_service_keeps_its_messages_and_its_zone_is_down(lifecycle, db, env, issue_token):
     http, project = env
+    admin = client(lifecycle.api_url, issue_token(project, user="root", role="admin"), version="3.65")
     host3 = lifecycle.start_volume_service("node3", "az3")
     wait_until(lambda: services_up(db, [host3]), 60, what="node3 up")
     source_id = create(http, project, availability_zone="az3")
     source = wait_status(db, source_id, "available")
     doomed_id = create(http, project, availability_zone="az3")
     doomed = wait_status(db, doomed_id, "available")
+    grown_id = create(http, project, availability_zone="az3")
+    dropped_id = create(http, project, availability_zone="az3")
+    for vid in (grown_id, dropped_id):
+        wait_status(db, vid, "available")
     lifecycle.stop_volume_service(host3)
     wait_until(lambda: not services_up(db, [host3]), 30, what="node3 down")
     # Its zone has no service up: a create there fails with a message and its quota back.
@@ -234,20 +241,84 @@ def test_a_stopped_volume_service_keeps_its_messages_and_its_zone_is_down(lifecy
     assert any("Could not find any available weighted backend" in m
                for m in [http.get(f"/v3/{project}/messages/{msg.id}", headers={"OpenStack-API-Version": "volume 3.3"})
                          .json()["message"]["user_message"] for msg in messages_about(db, lost)])
-    # Work for it waits in its queue: a clone of its volume, and a delete.
+    # Work for it waits in its queue: a clone of its volume, a delete, an extend, and an extend
+    # overtaken by an admin's force delete (its reservation must not outlive it).
     clone = create(http, project, source_volid=source_id)
     assert http.delete(f"/v3/{project}/volumes/{doomed_id}").status_code == 202
+    for vid in (grown_id, dropped_id):
+        assert http.post(f"/v3/{project}/volumes/{vid}/action", json={"os-extend": {"new_size": 2}}).status_code == 202
+    assert admin.post(f"/v3/{project}/volumes/{dropped_id}/action", json={"os-force_delete": {}}).status_code == 202
     assert _volume(db, clone).status == "creating" and _volume(db, doomed_id).status == "deleting"
+    assert _volume(db, grown_id).status == "extending" and _volume(db, dropped_id).status == "deleting"
+    with db() as session:
+        assert session.scalar(select(func.count()).select_from(Reservation)
+                              .where(Reservation.project_id == project)) == 4  # gigabytes and per type, twice
     doomed_path = backend_file(lifecycle, doomed)
     lifecycle.restart_volume_service(host3)
     cloned = wait_status(db, clone, "available", timeout=60)
     assert cloned.host == source.host and backend_file(lifecycle, cloned).exists()
     wait_until(lambda: _volume(db, doomed_id).deleted, 60, what="the waiting delete done")
     assert not doomed_path.exists()
-    for vid in (source_id, clone, lost):
+    wait_until(lambda: _volume(db, grown_id).size == 2 and _volume(db, grown_id).status == "available", 60,
+               what="the waiting extend done")
+    wait_until(lambda: _volume(db, dropped_id).deleted, 60, what="the force delete done")
+    for vid in (source_id, clone, lost, grown_id):
         assert http.delete(f"/v3/{project}/volumes/{vid}").status_code == 202
-    wait_until(lambda: all(_volume(db, v).deleted for v in (source_id, clone, lost)), 30, what="all deleted")
+    wait_until(lambda: all(_volume(db, v).deleted for v in (source_id, clone, lost, grown_id)), 30,
+               what="all deleted")
     lifecycle.stop_volume_service(host3)
+
+
+def test_a_cast_that_arrives_before_its_sender_commits_is_not_lost(lifecycle, db, env):
+    """A create cast straight to a backend is published inside the sending transaction, which
+    sets the volume's host. If that transaction rolls back, the consumer must record nothing, so
+    that the same message, sent again when the sender commits, still makes the volume."""
+    from sqlalchemy import update
+
+    from workers.app import make_celery
+    from workers.settings import Settings
+
+    http, project = env
+    vol = factories.volume(db, project, status="creating", host=None, availability_zone="az1")
+    host = f"{lifecycle.host1}#file"
+    body = {"version": "1.0", "message_id": str(uuid.uuid4()), "flow_id": str(uuid.uuid4()), "volume_id": vol.id,
+            "project_id": project, "queue": casts.backend_queue(host), "host": host,
+            "request_spec": {"size": 1}, "sent_at": "2026-12-06T00:00:00"}
+    app = make_celery(Settings(broker_url=LIFECYCLE_REDIS))
+    flow_id = casts.consumer_flow_id(body)
+    for commit in (False, True):
+        with db() as session, session.begin():
+            session.execute(update(Volume).where(Volume.id == vol.id).values(host=host))
+            app.send_task(casts.VOLUME_CREATE, args=[body], queue=body["queue"], task_id=body["message_id"])
+            time.sleep(1.0)  # the consumer is waiting on the row's lock
+            if not commit:
+                session.rollback()
+        if not commit:
+            time.sleep(0.5)
+            assert "provision_volume" not in flows_of(db, vol.id), "a cast was recorded for a rolled-back send"
+    done = wait_status(db, vol.id, "available")
+    assert [f.id for f in flows_of(db, vol.id)["provision_volume"]] == [flow_id]
+    assert backend_file(lifecycle, done).exists()
+    assert http.delete(f"/v3/{project}/volumes/{vol.id}").status_code == 202
+    wait_until(lambda: _volume(db, vol.id).deleted, 30, what="deleted")
+
+
+def test_ids_that_cannot_exist_are_404s(lifecycle, db, env):
+    http, project = env
+    for method, path in (("DELETE", "volumes/%00"), ("GET", "volumes/%00"), ("GET", "snapshots/%00"),
+                         ("DELETE", "snapshots/not-a-uuid"), ("GET", "volumes/%00/metadata"),
+                         ("POST", "volumes/%00/action")):
+        resp = http.request(method, f"/v3/{project}/{path}",
+                            json={"os-extend": {"new_size": 2}} if method == "POST" else None)
+        assert resp.status_code == 404, (method, path, resp.text)
+    resp = http.get(f"/v3/{project}/messages/%00", headers={"OpenStack-API-Version": "volume 3.3"})
+    assert resp.status_code == 404
+    vid = create(http, project)
+    wait_status(db, vid, "available")
+    resp = http.post(f"/v3/{project}/volumes/{vid}/action", json={"os-extend": {"new_size": "²"}})
+    assert resp.status_code == 400, resp.text
+    assert http.delete(f"/v3/{project}/volumes/{vid}").status_code == 202
+    wait_until(lambda: _volume(db, vid).deleted, 30, what="deleted")
 
 
 def test_a_volume_from_an_image_copies_its_file_and_a_driver_failure_is_an_error_with_a_message(

@@ -2,18 +2,20 @@
 
 Each task takes one message body and runs one step of a flow through the one runner:
 
-    volchain.scheduler.create_volume   (queue `scheduler`)           the schedule flow (its id: the message id)
-    volchain.volume.create_volume      (queue `volume.<host@backend>`) the provision flow (its id: the message id)
+    volchain.scheduler.create_volume   (queue `scheduler`)           the schedule flow
+    volchain.volume.create_volume      (queue `volume.<host@backend>`) the provision flow
     volchain.volume.delete_volume      (queue `volume.<host@backend>`) the last step of the delete flow
     volchain.volume.extend_volume      (queue `volume.<host@backend>`) the last step of the extend flow
     volchain.volume.create_snapshot    (queue `volume.<host@backend>`) the last step of the snapshot create flow
     volchain.volume.delete_snapshot    (queue `volume.<host@backend>`) the last step of the snapshot delete flow
 
-A flow started by a consumer has the message id as its id and is inserted in the step's own
-transaction, so a message delivered twice, or a cast sent twice, runs its step once. A cast that
-finishes a flow started elsewhere is sent before that flow's first transaction commits (so that
-a crash cannot lose it): a consumer that does not find the flow yet tries again shortly, and
-drops the message if the flow never appears (its request was refused after all). Late acks:
+A flow started by a consumer takes its id from the message id and the queue (tasks/casts.py
+`consumer_flow_id`) and is inserted in the step's own transaction, so a message delivered twice,
+or a cast sent twice, runs its step once. Every cast is sent before its sender's transaction
+commits (so that a crash cannot lose it): a consumer that does not find the sender's flow yet,
+or the volume not yet handed over (CastNotReady), records nothing and tries again shortly, and
+drops the message if that never happens (the sender rolled back; when it tries again it sends
+the same message again). Late acks:
 a consumer killed mid-step leaves its message to be redelivered. Transient database errors are
 retried with backoff (Celery's `autoretry_for`); a step refused because its flow has ended is
 dropped quietly.
@@ -71,8 +73,8 @@ def _run(task: Task, body: dict[str, Any], step, flow_id: str, kind: str | None 
     except errors.FlowNotRunning as exc:
         log.info("%s", exc)
         raise Ignore() from exc
-    except errors.FlowNotFound as exc:
-        if start is not None or task.request.retries >= NOT_COMMITTED_RETRIES:
+    except (errors.FlowNotFound, errors.CastNotReady) as exc:
+        if task.request.retries >= NOT_COMMITTED_RETRIES:
             log.warning("%s: the message is dropped", exc)
             raise Ignore() from exc
         raise task.retry(countdown=0.05 * 2 ** task.request.retries, max_retries=NOT_COMMITTED_RETRIES) from exc
@@ -83,13 +85,13 @@ def _run(task: Task, body: dict[str, Any], step, flow_id: str, kind: str | None 
 @app.task(name=casts.SCHEDULER_CREATE, bind=True, base=ConsumerTask)
 def schedule_create_volume(self, body: dict) -> dict:
     """Pick a backend for a new volume and cast its create there."""
-    return _run(self, body, schedule_flow.STEPS[0], body["message_id"], schedule_flow.KIND)
+    return _run(self, body, schedule_flow.STEPS[0], casts.consumer_flow_id(body), schedule_flow.KIND)
 
 
 @app.task(name=casts.VOLUME_CREATE, bind=True, base=ConsumerTask)
 def create_volume(self, body: dict) -> dict:
     """Make a scheduled volume real on this backend."""
-    return _run(self, body, provision_flow.STEPS[0], body["message_id"], provision_flow.KIND)
+    return _run(self, body, provision_flow.STEPS[0], casts.consumer_flow_id(body), provision_flow.KIND)
 
 
 @app.task(name=casts.VOLUME_DELETE, bind=True, base=ConsumerTask)

@@ -21,9 +21,9 @@ from sqlalchemy import select
 
 from models.flow_log import FlowRun, FlowState
 from models.snapshot import Snapshot
-from models.volume import Volume
 from tasks import errors
 from tasks.context import RequestContext
+from tasks.lookups import is_uuid_like
 from tasks.create.flow import STEPS as CREATE_STEPS
 from tasks.delete import flow as delete_flow
 from tasks.extend import flow as extend_flow
@@ -56,17 +56,21 @@ def _start(context: RequestContext, kind: str, steps, flow_steps, volume_id: str
 
 def stop_create(context: RequestContext, volume_id: str) -> bool:
     """Stop the caller's create flow of this volume if it is still running or compensating;
-    True if there was one. Its compensation returns whatever it charged, once."""
+    True if there was one. Its compensation returns whatever it charged, once (and leaves alone
+    a volume a scheduler or volume service has taken over). A create parked as needs_attention
+    is an operator's to resolve: the delete is refused (409) until then."""
     rt = get_runtime()
     query = select(FlowRun.id, FlowRun.state).where(
         FlowRun.volume_id == volume_id, FlowRun.kind == "create_volume",
-        FlowRun.state.in_([FlowState.RUNNING.value, FlowState.COMPENSATING.value]))
+        FlowRun.state.in_([FlowState.RUNNING.value, FlowState.COMPENSATING.value, FlowState.NEEDS_ATTENTION.value]))
     if not context.is_admin:
         query = query.where(FlowRun.project_id == context.project_id)
     with rt.factory() as session:
         found = session.execute(query).first()
     if found is None:
         return False
+    if found.state == FlowState.NEEDS_ATTENTION.value:
+        raise errors.CreateNeedsAttention(volume_id=volume_id, flow_id=found.id)
     error = errors.DeletedWhileCreating(volume_id=volume_id)
     record_failure(rt.factory, found.id, None, error.to_dict())
     compensate(rt.factory, found.id, CREATE_STEPS, rt.env)
@@ -75,6 +79,8 @@ def stop_create(context: RequestContext, volume_id: str) -> bool:
 
 def delete_volume(context: RequestContext, volume_id: str, cascade: bool = False, force: bool = False) -> Started:
     """Delete a volume (Cinder's rules); `deleted` at once when it never reached a backend."""
+    if not is_uuid_like(volume_id):
+        raise errors.VolumeNotFound(volume_id=volume_id)
     stopped = stop_create(context, volume_id)
     try:
         flow_id, ctx = _start(context, delete_flow.KIND, delete_flow.REQUEST_STEPS, delete_flow.STEPS, volume_id,
@@ -90,6 +96,8 @@ def delete_volume(context: RequestContext, volume_id: str, cascade: bool = False
 def create_snapshot(context: RequestContext, volume_id: str, name: str | None = None,
                     description: str | None = None, force: bool = False,
                     metadata: dict[str, str] | None = None) -> Started:
+    if not is_uuid_like(volume_id):
+        raise errors.VolumeNotFound(volume_id=volume_id)
     snapshot_id = str(uuid.uuid4())
     request = {"snapshot_id": snapshot_id, "name": name, "description": description, "force": bool(force),
                "metadata": metadata or {}}
@@ -100,6 +108,8 @@ def create_snapshot(context: RequestContext, volume_id: str, name: str | None = 
 
 
 def delete_snapshot(context: RequestContext, snapshot_id: str) -> Started:
+    if not is_uuid_like(snapshot_id):
+        raise errors.SnapshotNotFound(snapshot_id=snapshot_id)
     rt = get_runtime()
     query = select(Snapshot.volume_id).where(Snapshot.id == snapshot_id, Snapshot.deleted.is_(False))
     if not context.is_admin:
@@ -115,15 +125,10 @@ def delete_snapshot(context: RequestContext, snapshot_id: str) -> Started:
 
 
 def extend_volume(context: RequestContext, volume_id: str, new_size: int) -> Started:
+    if not is_uuid_like(volume_id):
+        raise errors.VolumeNotFound(volume_id=volume_id)
     flow_id, ctx = _start(context, extend_flow.KIND, extend_flow.STEPS[:1], extend_flow.STEPS, volume_id,
                           {"new_size": int(new_size)})
     return Started(flow_id=flow_id, volume_id=volume_id, status="extending", results=ctx.results)
 
 
-def visible_volume(context: RequestContext, volume_id: str) -> Volume | None:
-    """The caller's live volume row (admins: any project's), or None."""
-    query = select(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False))
-    if not context.is_admin:
-        query = query.where(Volume.project_id == context.project_id)
-    with get_runtime().factory() as session:
-        return session.scalar(query)

@@ -22,6 +22,7 @@ from api.microversion import v
 from models import utcnow
 from models.message import Message
 from tasks import errors, user_messages
+from tasks.lookups import is_uuid_like
 from tasks.policy import WRITER_ROLES
 from workers.runtime import get_runtime
 
@@ -68,7 +69,8 @@ def _visible(s: Scope) -> list:
 
 
 def _get(session, s: Scope, message_id: str) -> Message:
-    found = session.scalar(select(Message).where(Message.id == message_id, *_visible(s)))
+    found = session.scalar(select(Message).where(Message.id == message_id, *_visible(s))) \
+        if is_uuid_like(message_id) else None
     if found is None:
         raise errors.NotFound(f"Message {message_id} could not be found.")
     return found

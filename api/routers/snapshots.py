@@ -16,6 +16,7 @@ from api.routers.volumes import MAX_FIELD_LEN, MAX_LIMIT, _all_tenants, _int_par
 from models import utcnow
 from models.snapshot import Snapshot, SnapshotMetadata
 from tasks import errors
+from tasks.lookups import is_uuid_like
 from workers import lifecycle
 from workers.runtime import get_runtime
 
@@ -64,6 +65,8 @@ def _snapshot_body(body: Any) -> dict[str, Any]:
 
 
 def _load(session, s: Scope, snapshot_id: str) -> Snapshot:
+    if not is_uuid_like(snapshot_id):
+        raise errors.SnapshotNotFound(snapshot_id=snapshot_id)
     query = select(Snapshot).where(Snapshot.id == snapshot_id, Snapshot.deleted.is_(False))
     if not s.is_admin:
         query = query.where(Snapshot.project_id == s.project_id)

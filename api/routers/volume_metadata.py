@@ -28,6 +28,7 @@ from api.schemas import METADATA, NAME, validate
 from models import utcnow
 from models.volume import Volume, VolumeMetadata
 from tasks import errors
+from tasks.lookups import is_uuid_like
 from tasks.policy import WRITER_ROLES
 from workers.runtime import get_runtime
 
@@ -87,6 +88,8 @@ def _authorize(s: Scope, action: str) -> None:
 def _locked_volume(session: Session, s: Scope, volume_id: str) -> Volume:
     """The volume as `_get_volume` finds it (live; the caller's project unless an admin), its row
     locked until the transaction ends."""
+    if not is_uuid_like(volume_id):
+        raise errors.VolumeNotFound(volume_id=volume_id)
     query = select(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False)).with_for_update()
     if not s.is_admin:
         query = query.where(Volume.project_id == s.project_id)

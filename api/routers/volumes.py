@@ -4,6 +4,7 @@ actions os-extend, os-force_delete and os-reset_status."""
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import urlencode
 from typing import Any
 
@@ -23,6 +24,7 @@ from models.flow_log import FlowRun, FlowState
 from models.volume import Volume, VolumeMetadata
 from models.volume_type import VolumeType
 from tasks import errors
+from tasks.lookups import is_uuid_like
 from tasks.policy import WRITER_ROLES
 from workers.runtime import get_runtime
 from workers import lifecycle
@@ -188,6 +190,8 @@ def _scoped(query, s: Scope, all_tenants: bool = False):
 
 
 def _get_volume(session: Session, s: Scope, volume_id: str) -> Volume:
+    if not is_uuid_like(volume_id):
+        raise errors.VolumeNotFound(volume_id=volume_id)
     query = select(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False))
     if not s.is_admin:
         query = query.where(Volume.project_id == s.project_id)
@@ -198,6 +202,8 @@ def _get_volume(session: Session, s: Scope, volume_id: str) -> Volume:
 
 
 def _show(s: Scope, volume_id: str) -> dict:
+    if not is_uuid_like(volume_id):
+        raise errors.VolumeNotFound(volume_id=volume_id)
     rt = get_runtime()
     with rt.factory() as session:
         query = select(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False))
@@ -390,7 +396,7 @@ async def delete_volume(volume_id: str, request: Request, s: Scope = Depends(sco
 
 
 def _new_size(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise errors.InvalidInput(reason=f"Invalid input for field/attribute new_size. Value: {value}.")

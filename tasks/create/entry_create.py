@@ -6,7 +6,9 @@ Reversion strategy: soft-delete the row (deleted, status `deleted`) when quota w
     committed; once quota_commit has recorded success, keep the row and set it to `error`, so the
     user sees why (quota_commit's revert returns the usage and clears `use_quota`). This is the
     one revert that reads a later step's record (`ctx.committed`): a committed fact from the
-    log, not a flag shared while the flow runs.
+    log, not a flag shared while the flow runs. Either only while the row is still `creating`:
+    a volume a scheduler or volume service has taken over (its cast went out before a crash
+    stopped this flow) belongs to them, and is left as it is.
 Redelivery: the row and this step's record commit together; a repeat delivery inserts nothing.
 """
 
@@ -66,10 +68,11 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
 
 
 def error_out(session: Session, volume_id: str, reason: str) -> None:
-    """Set a live volume to `error` with a short reason (Cinder cuts it to 128 characters)."""
+    """Set a live volume still `creating` to `error` with a short reason (Cinder cuts it to 128
+    characters)."""
     session.execute(
         update(Volume)
-        .where(Volume.id == volume_id, Volume.deleted.is_(False))
+        .where(Volume.id == volume_id, Volume.deleted.is_(False), Volume.status == VolumeStatus.CREATING.value)
         .values(status=VolumeStatus.ERROR.value, error_message=reason[:128], updated_at=utcnow())
     )
 
@@ -82,7 +85,7 @@ def revert(session: Session, ctx: CreateContext, result: dict[str, Any], env: St
     now = utcnow()
     session.execute(
         update(Volume)
-        .where(Volume.id == ctx.volume_id, Volume.deleted.is_(False))
+        .where(Volume.id == ctx.volume_id, Volume.deleted.is_(False), Volume.status == VolumeStatus.CREATING.value)
         .values(status=VolumeStatus.DELETED.value, deleted=True, deleted_at=now, updated_at=now,
                 error_message=reason[:128])
     )

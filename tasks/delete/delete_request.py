@@ -28,7 +28,7 @@ from models.snapshot import Snapshot
 from models.volume import Volume, VolumeStatus
 from tasks import casts, errors, lookups
 from tasks.context import FlowContext
-from tasks.delete.rows import destroy_volume
+from tasks.delete.rows import destroy
 from tasks.runner import ENDS_FLOW, StepEnv
 
 name = "delete_request"
@@ -42,7 +42,7 @@ INVALID = (f"Volume status must be {' or '.join(DELETABLE)} and must not be migr
 def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
     vol = lookups.volume(session, ctx, ctx.volume_id, for_update=True)  # another project's: 404
     if not vol.host:
-        destroy_volume(session, vol)
+        destroy(session, env.quota, vol)
         return {"deleted_at_once": True, ENDS_FLOW: True}
     cascade, force = bool(ctx.request.get("cascade")), bool(ctx.request.get("force"))
     snapshots = list(session.scalars(

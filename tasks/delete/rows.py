@@ -1,28 +1,25 @@
-"""Removing a volume's and a snapshot's rows: usage given back once, then soft-deleted."""
+"""Removing volume and snapshot rows: their usage given back once, in one quota change, then soft-deleted."""
 
 from __future__ import annotations
+
+from sqlalchemy.orm import Session
 
 from models import utcnow
 from models.snapshot import Snapshot
 from models.volume import Volume, VolumeStatus
-from sqlalchemy.orm import Session
 from tasks import usage
 from tasks.quota_engine import QuotaConfig
 
 
-def destroy_volume(session: Session, vol: Volume) -> None:
-    """Give the volume's usage back (once) and soft-delete its row."""
+def destroy(session: Session, config: QuotaConfig, volume: Volume | None = None,
+            snapshots: list[Snapshot] = ()) -> None:
+    """Give back the usage of a volume and/or snapshots (once, in one quota change) and soft-delete their rows."""
     session.flush()
-    usage.release_volume(session, vol.id)
+    usage.release(session, config, volumes=[volume.id] if volume is not None else [],
+                  snapshots=[snap.id for snap in snapshots])
     now = utcnow()
-    vol.status, vol.deleted, vol.deleted_at, vol.updated_at = VolumeStatus.DELETED.value, True, now, now
-    vol.use_quota = False
-
-
-def destroy_snapshot(session: Session, snap: Snapshot, config: QuotaConfig) -> None:
-    """Give the snapshot's usage back (once) and soft-delete its row."""
-    session.flush()
-    usage.release_snapshot(session, snap.id, config)
-    now = utcnow()
-    snap.status, snap.deleted, snap.deleted_at, snap.updated_at = "deleted", True, now, now
-    snap.use_quota = False
+    for snap in snapshots:
+        snap.status, snap.deleted, snap.deleted_at, snap.updated_at, snap.use_quota = "deleted", True, now, now, False
+    if volume is not None:
+        volume.status, volume.deleted, volume.deleted_at, volume.updated_at = VolumeStatus.DELETED.value, True, now, now
+        volume.use_quota = False

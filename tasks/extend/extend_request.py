@@ -48,20 +48,22 @@ def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
     type_name = session.scalar(select(VolumeType.name).where(VolumeType.id == vol.volume_type_id))
     extra = new_size - vol.size
     deltas = quota_engine.per_type_deltas({"gigabytes": extra}, type_name) if type_name else {"gigabytes": extra}
+    if not vol.use_quota:  # a volume that counts for nothing (its usage was given back) grows for free
+        deltas = {}
     try:
         uuids = quota_engine.reserve(session, vol.project_id, deltas, env.quota,
-                                     expire=max(env.quota.reservation_expire, MIN_HOLD_SECONDS))
+                                     expire=max(env.quota.reservation_expire, MIN_HOLD_SECONDS)) if deltas else []
     except errors.OverQuota as exc:
         quota_engine.raise_for_over_quota(exc, extra)
     previous, vol.status, vol.updated_at = vol.status, VolumeStatus.EXTENDING.value, utcnow()
     body = casts.flow_message(ctx.flow_id, name, casts.backend_queue(vol.host), vol.id, vol.project_id,
                               host=vol.host, new_size=new_size)
-    return {"new_size": new_size, "reservations": uuids, "deltas": deltas, "previous_status": previous,
-            "cast": casts.publish(env, casts.VOLUME_EXTEND, body, vol.id)}
+    return {"new_size": new_size, "reservations": uuids, "deltas": deltas, "project_id": vol.project_id,
+            "previous_status": previous, "cast": casts.publish(env, casts.VOLUME_EXTEND, body, vol.id)}
 
 
 def revert(session: Session, ctx: FlowContext, result: dict[str, Any], env: StepEnv) -> None:
-    quota_engine.rollback(session, result["reservations"], scope=(ctx.project_id, list(result["deltas"])))
+    quota_engine.rollback(session, result["reservations"], scope=(result["project_id"], list(result["deltas"])))
     vol = session.get(Volume, ctx.volume_id, with_for_update=True)
     if vol is not None and vol.status == VolumeStatus.EXTENDING.value and not vol.deleted:
         vol.status = result["previous_status"]

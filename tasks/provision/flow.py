@@ -1,5 +1,5 @@
 """The volume service's create flow, one per create cast to a `volume.<host@backend>` queue
-(its id is the message id).
+(its id: the message id with its queue).
 
     1. create_on_backend   the driver makes the volume; the row becomes `available`
 """

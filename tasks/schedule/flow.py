@@ -1,4 +1,4 @@
-"""The scheduler's flow, one per create cast to the scheduler queue (its id is the message id).
+"""The scheduler's flow, one per create cast to the scheduler queue (its id: the message id with its queue).
 
     1. schedule_volume   filter and weigh the volume services; record the host; cast there
 """

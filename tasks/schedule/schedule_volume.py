@@ -10,9 +10,10 @@ Effect: the volume row gets `host`, `availability_zone` and `scheduled_at`, and 
     outcome, not a failure (Cinder's NoValidBackend is not re-raised either).
     A volume that is no longer `creating`, was deleted, or has a host already: nothing is done.
 Reversion strategy: none; a one-step flow whose outcomes are all recorded.
-Redelivery: the flow's id is the message id, so a second copy of the cast finds this step
-    recorded and does nothing; a crash between the cast and the commit re-sends the same
-    message id, which the backend's flow drops as a duplicate.
+Redelivery: the flow's id comes from the message id (and queue), so a second copy of the cast
+    finds this step recorded and does nothing; a crash between the cast and the commit re-sends
+    the same message id, which the backend's flow drops as a duplicate (or, sent to another
+    backend after a new choice, the first backend skips: the volume is not on it).
 """
 
 from __future__ import annotations

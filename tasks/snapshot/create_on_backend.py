@@ -34,7 +34,8 @@ def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
     snap = session.scalar(select(Snapshot).where(Snapshot.id == snapshot_id).with_for_update())
     if snap is None or snap.deleted or snap.status != "creating":
         return {"skipped": f"snapshot is {'missing' if snap is None else snap.status}"}
-    host = session.scalar(select(Volume.host).where(Volume.id == snap.volume_id))
+    # The source is held (FOR SHARE) while it is copied: no extend or delete of it meanwhile.
+    host = session.scalar(select(Volume.host).where(Volume.id == snap.volume_id).with_for_update(read=True))
     if not casts.on_this_backend(host, env):
         return {"skipped": f"volume is on {host}, not {env.host}"}
     now = utcnow()

@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 from drivers.base import DriverError
 from models import utcnow
 from models.snapshot import Snapshot
-from tasks import user_messages
+from models.volume import Volume
+from tasks import casts, user_messages
 from tasks.context import FlowContext
-from tasks.delete.rows import destroy_snapshot
+from tasks.delete.rows import destroy
 from tasks.runner import StepEnv
 
 name = "delete_on_backend"
@@ -32,6 +33,9 @@ def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
     snap = session.scalar(select(Snapshot).where(Snapshot.id == ctx.request["snapshot_id"]).with_for_update())
     if snap is None or snap.deleted or snap.status != "deleting":
         return {"skipped": f"snapshot is {'missing' if snap is None else snap.status}"}
+    host = session.scalar(select(Volume.host).where(Volume.id == snap.volume_id))
+    if not casts.on_this_backend(host, env):
+        return {"skipped": f"volume is on {host}, not {env.host}"}
     try:
         env.driver.delete_snapshot(snap.id)
     except DriverError as exc:
@@ -40,7 +44,7 @@ def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
                              resource_uuid=snap.id, action=user_messages.Action.SNAPSHOT_DELETE,
                              detail=user_messages.Detail.SNAPSHOT_DELETE_ERROR)
         return {"driver_error": str(exc)[:500]}
-    destroy_snapshot(session, snap, env.quota)
+    destroy(session, env.quota, snapshots=[snap])
     return {"deleted": True}
 
 
