@@ -258,3 +258,44 @@ def test_openstacksdk_creates_waits_and_deletes(lifecycle, db, clients):
     assert not backend_file(lifecycle, vol).exists()
     used = usage(db, c.project)
     assert (used["volumes"], used["gigabytes"]) == (0, 0)
+
+
+def test_clones_cascade_force_delete_and_messages_with_the_other_commands(lifecycle, db, clients):
+    """The rest of docs/lifecycle.md's table: clones with both CLIs, a cascade delete of a volume
+    with a snapshot, an admin's force delete, `openstack volume message list`, rename."""
+    c = clients
+    source = props(run(c.cinder("create", "1", "--name", "src")).stdout)
+    wait_status(db, source["id"], "available")
+    clone, osc_clone = run_parallel(
+        c.cinder("create", "1", "--source-volid", source["id"]),
+        c.openstack("volume", "create", "--source", source["id"], "--size", "2", "osc-clone", "-f", "json"))
+    clone, osc_clone = props(clone.stdout)["id"], json.loads(osc_clone.stdout)["id"]
+    src = wait_status(db, source["id"], "available")
+    for vid, size in ((clone, 1), (osc_clone, 2)):
+        vol = wait_status(db, vid, "available")
+        assert vol.host == src.host
+        assert_file(lifecycle, vol, size)
+    run(c.openstack("volume", "set", "--name", "renamed", osc_clone))
+    assert props(run(c.cinder("show", osc_clone)).stdout)["name"] == "renamed"
+    snap = props(run(c.cinder("snapshot-create", "--name", "s", source["id"])).stdout)
+    wait_snapshot(db, snap["id"], "available")
+    refused = run(c.cinder("delete", source["id"]), ok=False)
+    assert "have snapshots" in refused.stdout + refused.stderr, (refused.stdout, refused.stderr)
+    run(c.cinder("delete", "--cascade", source["id"]))
+    wait_status(db, source["id"], "deleted")
+    src_path = backend_file(lifecycle, src)
+    assert not src_path.exists()
+    refused = run(c.cinder("force-delete", clone), ok=False)
+    assert "Policy doesn't allow" in refused.stdout + refused.stderr, (refused.stdout, refused.stderr)
+    run(c.cinder("force-delete", clone, admin=True))
+    run(c.openstack("volume", "delete", "--force", osc_clone, admin=True))
+    for vid in (clone, osc_clone):
+        wait_status(db, vid, "deleted")
+    too_big = props(run(c.cinder("create", "500")).stdout)["id"]
+    wait_status(db, too_big, "error")
+    listed = json.loads(run(c.openstack("--os-volume-api-version", "3.3", "volume", "message", "list",
+                                        "-f", "json")).stdout)
+    about = [m for m in listed if too_big in json.dumps(m)]
+    assert len(about) == 1 and NO_VALID_BACKEND in json.dumps(about[0]), listed
+    run(c.cinder("delete", too_big))
+    wait_status(db, too_big, "deleted")
