@@ -13,6 +13,7 @@ exactly once), and the delete then finds a row with nothing left to give back.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,10 @@ from tasks.delete import flow as delete_flow
 from tasks.extend import flow as extend_flow
 from tasks.runner import compensate, flow_row, record_failure, run_flow
 from tasks.snapshot import flow as snapshot_flow
+from workers import outcome
 from workers.runtime import get_runtime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,11 @@ def stop_create(context: RequestContext, volume_id: str) -> bool:
         raise errors.CreateNeedsAttention(volume_id=volume_id, flow_id=found.id)
     error = errors.DeletedWhileCreating(volume_id=volume_id)
     record_failure(rt.factory, found.id, None, error.to_dict())
-    compensate(rt.factory, found.id, CREATE_STEPS, rt.env)
+    state = compensate(rt.factory, found.id, CREATE_STEPS, rt.env)
+    try:  # a POST still waiting for this create hears now, not at its fallback poll
+        outcome.notify(rt.settings.broker_url, found.id, state)
+    except Exception:
+        log.warning("flow %s: could not announce its end", found.id, exc_info=True)
     return True
 
 
