@@ -106,6 +106,19 @@ class Settings(BaseSettings):
     compensate_max_retries: int = Field(
         20, description="Retries of a failing compensation before its flow is parked as needs_attention."
     )
+    sweep_batch_size: int = Field(
+        100, ge=1, description="Flows the sweeper finishes per batch; it repeats batches until nothing is due."
+    )
+    flow_retention_seconds: int = Field(
+        7 * 86400, ge=0, description="Finished flows are kept this long in the flow log, then pruned in batches."
+    )
+    idempotency_key_seconds: int = Field(
+        86400, ge=0, description="How long a create's Idempotency-Key is honoured; its flow is kept at least as long."
+    )
+    prune_batch_size: int = Field(1000, ge=1, description="Finished flows deleted per pruning statement.")
+    reconcile_interval_seconds: float = Field(
+        3600.0, description="How often the quota reconciler recounts usage from the rows (0: only on demand)."
+    )
 
     # Services (scheduler, volume services).
     report_interval: float = Field(10.0, description="Seconds between a service's heartbeats (Cinder's report_interval).")
