@@ -66,16 +66,32 @@ def database_url():
     engine.dispose()
 
 
+# Keys the suite's processes make (queues, kombu's bindings and unacked sets, Celery's events and
+# pidboxes). A db holding anything else belongs to someone else: the suite refuses to empty it.
+OUR_KEYS = ("_kombu.", "unacked", "volchain", "scheduler", "volume.", "celery", "test-")
+
+
+def claim_redis(client, url: str) -> None:
+    """Fail (never skip) unless the db at `url` is reachable and holds only keys this suite makes;
+    then empty it (what is there was left by an earlier run of the suite)."""
+    try:
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"Redis is not reachable at {url}: {exc}", pytrace=False)
+    foreign = [k.decode(errors="replace") for k in client.scan_iter(count=1000)
+               if not k.decode(errors="replace").startswith(OUR_KEYS)]
+    if foreign:
+        pytest.fail(f"Redis db {url} holds keys the tests did not make (e.g. {foreign[:3]}); the suite empties "
+                    "its db, so give it one of its own (VOLCHAIN_TEST_REDIS)", pytrace=False)
+    client.flushdb()
+
+
 @pytest.fixture(scope="session")
 def redis_client():
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}", pytrace=False)
-    client.flushdb()
+    claim_redis(client, REDIS_URL)
     yield client
     client.flushdb()
 
@@ -301,11 +317,7 @@ def lifecycle(database_url, tmp_path_factory):
     import redis
 
     client = redis.Redis.from_url(LIFECYCLE_REDIS)
-    try:
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"Redis is not reachable at {LIFECYCLE_REDIS}: {exc}", pytrace=False)
-    client.flushdb()
+    claim_redis(client, LIFECYCLE_REDIS)
     logs = tmp_path_factory.mktemp("lifecycle")
     env = {**os.environ, **LIFECYCLE_ENV}
     run_id = uuid.uuid4().hex[:6]
