@@ -255,6 +255,12 @@ class FlowTimedOut(VolchainError):
     message = "The create of volume %(volume_id)s made no progress for %(seconds)s seconds and was stopped."
 
 
+class FlowAborted(VolchainError):
+    """Recorded on a create flow that an operator stopped (`volchain flow abort`)."""
+
+    message = "The create of volume %(volume_id)s was aborted by an operator."
+
+
 class CastNotReady(VolchainError):
     """A consumer got a cast before its sender's transaction committed (the volume it names is not
     handed over yet); the message is tried again shortly, nothing is recorded."""
@@ -316,6 +322,6 @@ REGISTRY: dict[str, type[VolchainError]] = {klass.__name__: klass for klass in (
     Conflict, VolumeTypeExists, FlowNotRunning, DeletedWhileCreating, CreateNeedsAttention, MultipleImageMatches,
     QuotaError, VolumeSizeExceedsAvailableQuota, VolumeSizeExceedsLimit, VolumeLimitExceeded, SnapshotLimitExceeded,
     UnexpectedOverQuota, QuotaUsageOverflow,
-    VolumeTypeDefaultMisconfiguredError, CastFailed, ReservationExpired, FlowTimedOut, CastNotReady, InjectedFailure,
-    OverQuota, SubmitFailed,
+    VolumeTypeDefaultMisconfiguredError, CastFailed, ReservationExpired, FlowTimedOut, FlowAborted, CastNotReady,
+    InjectedFailure, OverQuota, SubmitFailed,
 )}

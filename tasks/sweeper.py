@@ -2,24 +2,28 @@
 
 A flow is stuck when it is `running` or `compensating` and has made no progress for longer
 than its deadline (a lost message, a worker killed with early acks, a broker restart without
-persistence). The sweeper decides from the log alone:
+persistence). `finish_flow` decides from the log alone, for the sweeper and for an operator's
+`volchain flow resume`:
 
     running, quota committed      -> forward: run the remaining steps (the cast) here
     running, quota not committed  -> backward: record FlowTimedOut, compensate
     compensating                  -> backward: compensate again (its task was lost)
 
 Every action goes through the same idempotent step runner and compensation as the chain, so
-a sweep racing a late worker changes nothing twice. A compensation that keeps failing is
-parked as `needs_attention`.
+a sweep racing a late worker changes nothing twice. A pass works in bounded batches, oldest
+first, until nothing is due; it walks forward through the flows (by progress_at, id), so it
+tries each at most once. A flow that keeps failing, pass after pass, is parked as
+`needs_attention`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 # Only create chains are swept: the other flows' last steps wait, by design, in the queue of a
 # volume service that may be down ("a backend that is down keeps its messages until it returns").
 CREATE_KIND = "create_volume"
+UNFINISHED = (FlowState.RUNNING.value, FlowState.COMPENSATING.value)
+RESUMED, COMPENSATED = "resumed", "compensated"  # what finish_flow did
 
 
 @dataclass
@@ -41,6 +47,7 @@ class SweepReport:
     resumed: list[str] = field(default_factory=list)
     compensated: list[str] = field(default_factory=list)
     parked: list[str] = field(default_factory=list)
+    pruned: int = 0  # finished flows deleted from the log (tasks/retention.py)
 
     @property
     def finished(self) -> list[str]:
@@ -56,48 +63,86 @@ def context_from_log(session: Session, flow_id: str) -> CreateContext:
                                   flow.caller, flow.steps)
 
 
-def stuck_flows(session: Session, deadline_seconds: int, limit: int = 100) -> list[tuple[str, str, str]]:
-    """(flow id, volume id, state) of flows with no progress for `deadline_seconds`."""
-    cutoff = utcnow() - timedelta(seconds=deadline_seconds)
-    rows = session.execute(
-        select(FlowRun.id, FlowRun.volume_id, FlowRun.state)
-        .where(FlowRun.kind == CREATE_KIND,
-               FlowRun.state.in_([FlowState.RUNNING.value, FlowState.COMPENSATING.value]),
-               FlowRun.progress_at < cutoff)
-        .order_by(FlowRun.progress_at)
-        .limit(limit)
-    ).all()
-    return [(r.id, r.volume_id, r.state) for r in rows]
+def _due(deadline_seconds: int, after: tuple[datetime, str] | None) -> list:
+    """Stuck create flows, past `after` (progress_at, id) in sweep order."""
+    where = [FlowRun.kind == CREATE_KIND, FlowRun.state.in_(UNFINISHED),
+             FlowRun.progress_at < utcnow() - timedelta(seconds=deadline_seconds)]
+    if after is not None:
+        where.append(tuple_(FlowRun.progress_at, FlowRun.id) > after)
+    return where
+
+
+def stuck_flows(session: Session, deadline_seconds: int, limit: int,
+                after: tuple[datetime, str] | None = None) -> list[tuple[datetime, str]]:
+    """(progress_at, id) of up to `limit` flows with no progress for `deadline_seconds`, oldest
+    first, starting past `after`: a pass walks forward, so it reaches each flow at most once."""
+    rows = session.execute(select(FlowRun.progress_at, FlowRun.id).where(*_due(deadline_seconds, after))
+                           .order_by(FlowRun.progress_at, FlowRun.id).limit(limit))
+    return [tuple(row) for row in rows]
+
+
+def finish_flow(factory: sessionmaker[Session], flow_id: str, steps: list, env: StepEnv) -> str | None:
+    """Drive one running or compensating create flow to an end by the rule above.
+
+    Returns RESUMED or COMPENSATED, or None when the flow had ended already. Safe while a late
+    worker still runs the flow: the runner and compensation serialise on the flow row.
+    """
+    with factory() as session:
+        ctx = context_from_log(session, flow_id)
+        flow = session.get(FlowRun, flow_id)
+        state, idle = flow.state, utcnow() - flow.progress_at
+    if state == FlowState.RUNNING.value and ctx.committed:
+        for step in steps:
+            run_step(factory, step, flow_id, env, final=step is steps[-1])
+        return RESUMED
+    if state == FlowState.RUNNING.value:
+        timed_out = errors.FlowTimedOut(volume_id=ctx.volume_id, seconds=int(idle.total_seconds()))
+        record_failure(factory, flow_id, None, timed_out.to_dict())
+    elif state != FlowState.COMPENSATING.value:
+        return None
+    compensate(factory, flow_id, steps, env)
+    return COMPENSATED
 
 
 def sweep(factory: sessionmaker[Session], steps: list, env: StepEnv, deadline_seconds: int,
-          max_compensation_attempts: int = 5) -> SweepReport:
-    """One pass: expire reservations, then finish every stuck flow. Safe to run concurrently."""
+          max_compensation_attempts: int = 5, batch_size: int = 100) -> SweepReport:
+    """One pass: expire reservations, then finish every stuck flow, `batch_size` at a time, until
+    none is left. Each flow is tried at most once per pass. Safe to run concurrently."""
     report = SweepReport()
     with factory() as session, session.begin():
         report.expired_reservations = quota_engine.expire(session)
-    with factory() as session:
-        stuck = stuck_flows(session, deadline_seconds)
-    for flow_id, volume_id, state in stuck:
-        try:
-            with factory() as session:
-                ctx = context_from_log(session, flow_id)
-            if state == FlowState.RUNNING.value and ctx.committed:
-                for step in steps:
-                    run_step(factory, step, flow_id, env, final=step is steps[-1])
-                report.resumed.append(flow_id)
-                continue
-            if state == FlowState.RUNNING.value:
-                timed_out = errors.FlowTimedOut(volume_id=volume_id, seconds=deadline_seconds)
-                record_failure(factory, flow_id, None, timed_out.to_dict())
-            compensate(factory, flow_id, steps, env)
-            report.compensated.append(flow_id)
-        except Exception as exc:  # one bad flow must not stop the sweep
-            log.exception("sweeper: flow %s could not be finished", flow_id)
-            if _count_attempt(factory, flow_id) >= max_compensation_attempts:
-                park(factory, flow_id, f"{type(exc).__name__}: {exc}")
-                report.parked.append(flow_id)
+    after = None
+    for batch_number in itertools.count(1):
+        with factory() as session:
+            batch = stuck_flows(session, deadline_seconds, batch_size, after)
+        if not batch:
+            break
+        for _, flow_id in batch:
+            _finish_one(factory, flow_id, steps, env, max_compensation_attempts, report)
+        after = batch[-1]
+        with factory() as session:
+            left = session.scalar(select(func.count()).select_from(FlowRun)
+                                  .where(*_due(deadline_seconds, after)))
+        log.info("sweeper: batch %d: %d flows finished so far, %d left", batch_number, len(report.finished), left)
+        if not left:
+            break
     return report
+
+
+def _finish_one(factory: sessionmaker[Session], flow_id: str, steps: list, env: StepEnv,
+                max_compensation_attempts: int, report: SweepReport) -> None:
+    try:
+        done = finish_flow(factory, flow_id, steps, env)
+    except Exception as exc:  # one bad flow must not stop the sweep
+        log.exception("sweeper: flow %s could not be finished", flow_id)
+        if _count_attempt(factory, flow_id) >= max_compensation_attempts:
+            park(factory, flow_id, f"{type(exc).__name__}: {exc}")
+            report.parked.append(flow_id)
+        return
+    if done == RESUMED:
+        report.resumed.append(flow_id)
+    elif done == COMPENSATED:
+        report.compensated.append(flow_id)
 
 
 def _count_attempt(factory: sessionmaker[Session], flow_id: str) -> int:

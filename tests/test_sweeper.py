@@ -1,5 +1,6 @@
 """The sweeper finishes flows whose messages were lost, forward or backward, from the log alone."""
 
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import create_engine, select, text, update
@@ -10,6 +11,7 @@ from models.quota import QuotaUsage, Reservation
 from models.volume import Volume
 from tasks import quota_engine
 from tasks.create.flow import STEPS
+from tasks.retention import prune
 from tasks.runner import record_failure, run_step
 from tasks.sweeper import sweep
 from tests import factories
@@ -136,3 +138,85 @@ def test_only_one_sweeper_sweeps_at_a_time(database_url, db, redis_client):
     finally:
         engine.dispose()
 
+
+
+def test_one_pass_drains_a_backlog_larger_than_a_batch(db, redis_client, project, check_invariant, caplog):
+    ids = [factories.start_flow_directly(db, factories.member(project), size=1).flow_id for _ in range(250)]
+    with db() as s, s.begin():
+        s.execute(update(FlowRun).where(FlowRun.project_id == project)
+                  .values(progress_at=utcnow() - timedelta(seconds=DEADLINE + 5)))
+    with caplog.at_level("INFO", logger="tasks.sweeper"):
+        report = sweep(db, STEPS, get_runtime().env, DEADLINE, batch_size=100)
+    assert set(ids) <= set(report.compensated)
+    with db() as s:
+        assert set(s.scalars(select(FlowRun.state).where(FlowRun.project_id == project))) == {"reverted"}
+    batches = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sweeper: batch")]
+    assert len(batches) >= 3 and batches[-1].endswith(", 0 left"), batches
+    check_invariant(project)
+
+
+class _LostCast:
+    """A volume_cast whose broker is gone: every try fails before its effect."""
+
+    name = "volume_cast"
+
+    def run(self, session, ctx, env):
+        raise RuntimeError("broker unreachable")
+
+    def revert(self, session, ctx, result, env):
+        pass
+
+
+def test_a_flow_that_cannot_be_finished_is_tried_once_per_pass(db, redis_client, project, check_invariant):
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    _run_until(db, ctx, "quota_commit")
+    _age(db, ctx.flow_id)
+    report = sweep(db, STEPS[:-1] + [_LostCast()], get_runtime().env, DEADLINE, batch_size=1)
+    assert ctx.flow_id not in report.finished
+    flow = _flow(db, ctx.flow_id)
+    assert (flow.state, flow.compensation_attempts) == ("running", 1)
+    assert ctx.flow_id in _sweep(db).resumed  # the next pass, with its broker back, finishes it
+    check_invariant(project)
+
+
+def _finished_flow(db, project, state="succeeded", finished_ago=7200, key=None) -> str:
+    now = utcnow()
+    flow_id = str(uuid.uuid4())
+    with db() as s, s.begin():
+        s.add(FlowRun(id=flow_id, volume_id=str(uuid.uuid4()), project_id=project, user_id="u1", state=state,
+                      idempotency_key=key, request={}, steps={}, created_at=now - timedelta(seconds=finished_ago + 1),
+                      progress_at=now - timedelta(seconds=finished_ago),
+                      finished_at=None if state == "running" else now - timedelta(seconds=finished_ago)))
+    return flow_id
+
+
+def _kept(db, ids) -> set[str]:
+    with db() as s:
+        return set(s.scalars(select(FlowRun.id).where(FlowRun.id.in_(ids))))
+
+
+def test_finished_flows_past_their_retention_are_pruned_in_batches(db, project):
+    old = [_finished_flow(db, project, state) for state in ("succeeded", "reverted") * 3]
+    recent = _finished_flow(db, project, finished_ago=60)
+    attention = _finished_flow(db, project, "needs_attention")
+    running = _finished_flow(db, project, "running")
+    assert prune(db, retention_seconds=3600, idempotency_seconds=0, batch=2) >= len(old)
+    assert _kept(db, old + [recent, attention, running]) == {recent, attention, running}
+
+
+def test_a_flow_is_kept_while_its_idempotency_key_is_honoured(db, project):
+    keyed = _finished_flow(db, project, key="k1")
+    prune(db, retention_seconds=3600, idempotency_seconds=86400, batch=100)
+    assert _kept(db, [keyed]) == {keyed}
+    prune(db, retention_seconds=3600, idempotency_seconds=3600, batch=100)
+    assert _kept(db, [keyed]) == set()
+
+
+def test_the_sweeper_pass_prunes_the_flow_log(db, redis_client, project):
+    from workers.sweeper import sweep_once
+
+    retention = get_runtime().settings.flow_retention_seconds
+    old = _finished_flow(db, project, finished_ago=retention + 60)
+    report = sweep_once()
+    assert report.pruned >= 1
+    assert _kept(db, [old]) == set()

@@ -1,5 +1,9 @@
 """The sweeper process: one leader (a PostgreSQL advisory lock) sweeping every few seconds.
 
+A pass expires stale reservations, finishes every stuck create flow in batches of
+VOLCHAIN_SWEEP_BATCH_SIZE (tasks/sweeper.py), then prunes finished flows past their retention
+(tasks/retention.py).
+
 `volchain worker sweeper` runs `run_forever`; Celery beat users may schedule the task
 `volchain.sweeper.sweep` instead (workers/steps.py registers it). Either way only the
 holder of the advisory lock sweeps, so running two sweepers is safe.
@@ -14,6 +18,7 @@ from sqlalchemy import text
 
 from models.db import engine_of
 from tasks.create.flow import STEPS
+from tasks.retention import prune
 from tasks.sweeper import SweepReport, sweep
 from workers import outcome
 from workers.runtime import get_runtime
@@ -37,17 +42,27 @@ def sweep_once() -> SweepReport | None:
 
 
 def _sweep(rt) -> SweepReport:
-    report = sweep(rt.factory, STEPS, rt.env, rt.settings.flow_deadline_seconds)
+    settings = rt.settings
+    report = sweep(rt.factory, STEPS, rt.env, settings.flow_deadline_seconds, batch_size=settings.sweep_batch_size)
     for flow_id in report.finished:
-        try:
-            state = outcome.read_outcome(rt.factory, flow_id).state
-            outcome.notify(rt.settings.broker_url, flow_id, state)
-        except Exception:
-            log.warning("sweeper: could not announce the end of flow %s", flow_id, exc_info=True)
+        announce_end(rt, flow_id)
+    report.pruned = prune(rt.factory, settings.flow_retention_seconds, settings.idempotency_key_seconds,
+                          settings.prune_batch_size)
     if report.expired_reservations or report.finished:
         log.warning("sweeper: expired %d reservations; resumed %d, compensated %d, parked %d flows",
                     report.expired_reservations, len(report.resumed), len(report.compensated), len(report.parked))
+    if report.pruned:
+        log.info("sweeper: pruned %d finished flows from the flow log", report.pruned)
     return report
+
+
+def announce_end(rt, flow_id: str) -> None:
+    """Wake whoever waits for this flow (a POST, `create --wait`); best effort, the log is the truth."""
+    try:
+        state = outcome.read_outcome(rt.factory, flow_id).state
+        outcome.notify(rt.settings.broker_url, flow_id, state)
+    except Exception:
+        log.warning("sweeper: could not announce the end of flow %s", flow_id, exc_info=True)
 
 
 def run_forever(interval: float | None = None, stop: threading.Event | None = None) -> None:
