@@ -131,4 +131,5 @@ def sweep_task() -> dict:
     if report is None:
         return {"leader": False}
     return {"leader": True, "expired_reservations": report.expired_reservations,
-            "resumed": report.resumed, "compensated": report.compensated, "parked": report.parked}
+            "resumed": report.resumed, "compensated": report.compensated, "parked": report.parked,
+            "pruned": report.pruned}
