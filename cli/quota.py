@@ -1,4 +1,8 @@
-"""`volchain quota show|set`: a project's limits and usage, and the default class."""
+"""`volchain quota show|set|check`: a project's limits and usage, the default class, and drift.
+
+`quota check` exits 0 when usage matches the rows (or, with --sync, once every drift it found is
+repaired) and 1 when drift is left; errors exit 2 (cli/main.py).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,12 @@ def register(sub) -> None:
     target.add_argument("--class", dest="class_name", metavar="CLASS", help="e.g. default (applies to every project)")
     set_.add_argument("limits", nargs="+", type=limit_pair, metavar="RESOURCE=LIMIT", help="-1 means unlimited")
     set_.set_defaults(handler=set_limits)
+
+    check = quota_sub.add_parser("check", help="compare usage with the volume and snapshot rows; --sync repairs it")
+    check.add_argument("--project", help="only this project (default: every project)")
+    check.add_argument("--sync", action="store_true", help="repair the drift found, recording each repair")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(handler=check_usage)
 
 
 def report(project_id: str) -> dict[str, dict[str, int]]:
@@ -59,3 +69,39 @@ def set_limits(args: argparse.Namespace) -> int:
     target = f"project {args.project}" if args.project is not None else f"class {args.class_name}"
     print(f"quota of {target}: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
     return 0
+
+
+def drift_table(drifts) -> str:
+    rows = [(d.project_id, d.resource, d.in_use, d.reserved, d.expected_in_use, d.expected_reserved) for d in drifts]
+    return render.table(("PROJECT", "RESOURCE", "IN_USE", "RESERVED", "EXPECTED_IN_USE", "EXPECTED_RESERVED"), rows)
+
+
+def repair_table(repairs) -> str:
+    rows = [(r.project_id, r.resource, r.field, r.old, r.new) for r in repairs]
+    return render.table(("PROJECT", "RESOURCE", "FIELD", "OLD", "NEW"), rows)
+
+
+def check_usage(args: argparse.Namespace) -> int:
+    """Print the drift (and, with --sync, what was repaired); 1 while drift is left."""
+    from models.quota_repair import RepairSource
+    from tasks.reconcile import check, consistent_session
+    from workers.runtime import get_runtime, quota_config
+
+    rt = get_runtime()
+    repairs = []
+    if args.sync:
+        from workers.reconciler import reconcile_once
+
+        repairs = reconcile_once(RepairSource.MANUAL, args.project, wait=True)
+    with consistent_session(rt.factory) as session:
+        drifts = check(session, quota_config(rt.settings), args.project)
+    if args.json:
+        print(render.to_json({"drift": [d.to_dict() for d in drifts], "repaired": [r.to_dict() for r in repairs]}))
+    else:
+        if repairs:
+            print("repaired:\n" + repair_table(repairs))
+        if drifts:
+            print(("still drifting:\n" if args.sync else "") + drift_table(drifts))
+        if not repairs and not drifts:
+            print("no drift")
+    return 1 if drifts else 0

@@ -43,5 +43,6 @@ from models.image import Image  # noqa: E402,F401
 from models.service import Service  # noqa: E402,F401
 from models.key import EncryptionKey  # noqa: E402,F401
 from models.quota import Quota, QuotaClass, QuotaUsage, Reservation  # noqa: E402,F401
+from models.quota_repair import QuotaRepair, RepairSource  # noqa: E402,F401
 from models.flow_log import FlowRun, FlowState  # noqa: E402,F401
 from models.auth_key import AuthKey  # noqa: E402,F401

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Index, String, UniqueConstraint
+from sqlalchemy import Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models import Base, utcnow
@@ -48,6 +48,10 @@ class FlowRun(Base):
         # Not progress_at: every step updates it, and an indexed column would make each of those
         # updates write every index of the table (migration 0003).
         Index("ix_flow_runs_state", "state"),
+        # The flow log's pruning (tasks/retention.py) finds what is due without reading every finished
+        # flow; only the final update of a flow writes it (that one changes `state`, indexed already).
+        Index("ix_flow_runs_finished", "finished_at",
+              postgresql_where=text("state IN ('succeeded', 'reverted')")),
         UniqueConstraint("project_id", "idempotency_key"),
     )
 

@@ -11,7 +11,7 @@ from celery.signals import worker_init
 
 from workers.settings import Settings, default_worker_concurrency, get_settings
 
-TASK_MODULES = ["workers.steps", "workers.consumers", "workers.heartbeat"]
+TASK_MODULES = ["workers.steps", "workers.consumers", "workers.heartbeat", "workers.reconciler"]
 
 
 def worker_concurrency(settings: Settings) -> int:
@@ -57,11 +57,15 @@ def celery_config(settings: Settings) -> dict:
         "task_routes": {
             "volchain.create.compensate": {"queue": settings.compensate_queue},
             "volchain.sweeper.*": {"queue": settings.compensate_queue},
+            "volchain.quota.*": {"queue": settings.compensate_queue},
             "volchain.create.*": {"queue": settings.step_queue},
             "volchain.scheduler.*": {"queue": settings.scheduler_queue},
         },
         "beat_schedule": {
             "volchain-sweep": {"task": "volchain.sweeper.sweep", "schedule": settings.sweep_interval_seconds},
+            **({"volchain-quota-reconcile": {"task": "volchain.quota.reconcile",
+                                             "schedule": settings.reconcile_interval_seconds}}
+               if settings.reconcile_interval_seconds > 0 else {}),
         },
         "worker_hijack_root_logger": False,
     }

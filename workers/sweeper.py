@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sqlalchemy import text
 
@@ -66,13 +67,22 @@ def announce_end(rt, flow_id: str) -> None:
 
 
 def run_forever(interval: float | None = None, stop: threading.Event | None = None) -> None:
-    """Sweep every `interval` seconds until `stop` is set."""
+    """Sweep every `interval` seconds until `stop` is set; every VOLCHAIN_RECONCILE_INTERVAL_SECONDS
+    (unless 0) also run the quota reconciler (workers/reconciler.py; its own lock, so a beat
+    schedule of it beside this loop is harmless)."""
+    from workers.reconciler import RepairSource, reconcile_once
+
     rt = get_runtime()
     interval = interval or rt.settings.sweep_interval_seconds
+    every = rt.settings.reconcile_interval_seconds
     stop = stop or threading.Event()
+    next_reconcile = time.monotonic()
     while not stop.is_set():
         try:
             sweep_once()
+            if every > 0 and time.monotonic() >= next_reconcile:
+                next_reconcile = time.monotonic() + every
+                reconcile_once(RepairSource.SCHEDULED)
         except Exception as exc:  # one line per failed pass; the traceback only at debug level
             first = (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
             log.error("sweeper: pass failed (%s: %s); trying again in %.0f s", type(exc).__name__, first, interval)
