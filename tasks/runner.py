@@ -246,15 +246,20 @@ def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], 
         return flow.state
 
 
-def park(factory: sessionmaker[Session], flow_id: str, reason: str) -> None:
-    """Give up on compensating a flow: needs_attention, so an operator sees it (never dropped).
+def park(factory: sessionmaker[Session], flow_id: str, reason: str, start: dict[str, Any] | None = None,
+         why: str = "compensation_error") -> None:
+    """Give up on a flow: needs_attention, so an operator sees it (never dropped).
 
-    The original error is kept; why compensation failed is added to it.
+    The original error is kept; why it was given up (`why`: compensation kept failing, or a
+    consumer's step did) is added to it. `start`, a `flow_row`, records a flow whose first step
+    never committed, so that it is parked too.
     """
     with factory.begin() as session:
+        if start is not None:
+            session.execute(_START_FLOW, start)
         flow = session.scalar(select(FlowRun).where(FlowRun.id == flow_id).with_for_update())
         if flow is None or flow.state not in (FlowState.RUNNING.value, FlowState.COMPENSATING.value):
             return
-        flow.error = {**(flow.error or UNKNOWN_FAILURE), "compensation_error": reason[:1000]}
+        flow.error = {**(flow.error or UNKNOWN_FAILURE), why: reason[:1000]}
         flow.state = FlowState.NEEDS_ATTENTION.value
         flow.progress_at = utcnow()

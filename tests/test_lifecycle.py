@@ -345,3 +345,23 @@ def test_a_volume_from_an_image_copies_its_file_and_a_driver_failure_is_an_error
     for vid in (from_image, broken):
         assert http.delete(f"/v3/{project}/volumes/{vid}").status_code == 202
     wait_until(lambda: all(_volume(db, v).deleted for v in (from_image, broken)), 30, what="both deleted")
+
+
+def test_a_message_a_consumer_cannot_handle_is_parked_not_dropped(lifecycle, db, env):
+    from workers.app import make_celery
+    from workers.settings import Settings
+
+    http, project = env
+    host = f"{lifecycle.host1}#file"
+    vol = factories.volume(db, project, status="creating", host=host, availability_zone="az1")
+    body = {"version": "1.0", "message_id": str(uuid.uuid4()), "flow_id": str(uuid.uuid4()), "volume_id": vol.id,
+            "project_id": project, "queue": casts.backend_queue(host), "host": host,
+            "request_spec": "not a request spec", "sent_at": "2026-12-06T00:00:00"}
+    make_celery(Settings(broker_url=LIFECYCLE_REDIS)).send_task(
+        casts.VOLUME_CREATE, args=[body], queue=body["queue"], task_id=body["message_id"])
+    flow = wait_until(lambda: next((f for f in flows_of(db, vol.id).get("provision_volume", [])
+                                    if f.state == "needs_attention"), None), 30, what="the flow parked")
+    assert flow.id == casts.consumer_flow_id(body)
+    assert flow.error["consumer_error"].startswith("AttributeError")
+    assert _volume(db, vol.id).status == "creating"  # nothing half done; an operator decides
+    assert http.delete(f"/v3/{project}/volumes/{vol.id}").status_code == 400  # creating, on a backend

@@ -35,7 +35,7 @@ from tasks.context import FlowContext
 from tasks.delete import flow as delete_flow
 from tasks.extend import flow as extend_flow
 from tasks.provision import flow as provision_flow
-from tasks.runner import flow_row
+from tasks.runner import flow_row, park
 from tasks.schedule import flow as schedule_flow
 from tasks.snapshot import flow as snapshot_flow
 from workers.app import app
@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 
 class ConsumerTask(Task):
+    """A consumer: transient database errors retried with backoff; a message that still fails is
+    not dropped silently: its flow is parked `needs_attention` with the reason (recorded even when
+    the flow's first step never committed), for `volchain flow list --state needs_attention`."""
+
     acks_late = True
     throws = errors.EXPECTED_ERRORS
     autoretry_for = (OperationalError,)
@@ -52,11 +56,27 @@ class ConsumerTask(Task):
     retry_backoff_max = 30
     max_retries = 10
 
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        body = args[0] if args and isinstance(args[0], dict) else {}
+        kind = STARTED_BY.get(self.name)
+        try:
+            flow_id = casts.consumer_flow_id(body) if kind else body["flow_id"]
+            start = flow_row(flow_id, kind, body["volume_id"], body.get("project_id") or "", body.get("user_id"),
+                             body) if kind else None
+            log.error("%s: flow %s failed (%s: %s); parked as needs_attention", self.name, flow_id,
+                      type(exc).__name__, exc)
+            park(get_runtime().factory, flow_id, f"{type(exc).__name__}: {exc}", start=start, why="consumer_error")
+        except Exception:  # a message too broken to name its flow, or the database away: the log has it
+            log.exception("%s: message %s failed and could not be parked", self.name, task_id)
+
 
 def _check_version(body: dict[str, Any]) -> None:
     if str(body.get("version", "")).split(".")[0] != casts.MESSAGE_VERSION.split(".")[0]:
         raise errors.InvalidInput(reason=f"message version {body.get('version')!r} is not supported")
 
+
+# The consumers that start a flow of their own, and its kind.
+STARTED_BY = {casts.SCHEDULER_CREATE: schedule_flow.KIND, casts.VOLUME_CREATE: provision_flow.KIND}
 
 NOT_COMMITTED_RETRIES = 8  # 0.05 s doubling: about 10 s for the sender's transaction to commit
 
