@@ -172,7 +172,7 @@ def sync_usage(session: Session, project_id: str, resource: str, config: QuotaCo
 
 
 class _Usage:
-    """A locked usage row as plain values; `_write_usages` saves the changed ones in one batch."""
+    """A locked usage row as plain values; `write_usages` saves the changed ones in one batch."""
 
     __slots__ = ("id", "resource", "in_use", "reserved", "until_refresh", "updated_at", "dirty")
 
@@ -220,13 +220,16 @@ _RESERVE_AND_WRITE_USAGES = _WRITE_USAGES.add_cte(
 )
 
 
-def _lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, _Usage]:
+def lock_usages(session: Session, project_id: str, resources: Iterable[str]) -> dict[str, _Usage]:
+    """Lock a project's usage rows for these resources (`SELECT ... FOR UPDATE`, in id order: the
+    one lock order every quota change takes); missing rows are simply absent."""
     conn = session.connection()
     rows = conn.execute(_LOCK_USAGES, {"project_id": project_id, "resources": list(resources)})
     return {row.resource: _Usage(row) for row in rows}
 
 
-def _write_usages(session: Session, usages: Iterable[_Usage], now: datetime) -> None:
+def write_usages(session: Session, usages: Iterable[_Usage], now: datetime) -> None:
+    """Save the usage rows `lock_usages` returned that were changed, in one statement."""
     changed = [u for u in usages if u.dirty]
     if changed:
         session.connection().execute(_WRITE_USAGES, _usage_params(changed, now))
@@ -284,7 +287,7 @@ def reserve(
         _check_known(session, names, BASE_RESERVABLE)
         limits = get_limits(session, project_id, names, config)
 
-    usages = _lock_usages(session, project_id, names)
+    usages = lock_usages(session, project_id, names)
     missing = [n for n in names if n not in usages]
     if missing:
         now = utcnow()
@@ -305,7 +308,7 @@ def reserve(
             )
             .on_conflict_do_nothing(index_elements=["project_id", "resource"])
         )
-        usages = _lock_usages(session, project_id, names)
+        usages = lock_usages(session, project_id, names)
 
     now = utcnow()
     for name in names:
@@ -422,7 +425,7 @@ def _settle(session: Session, uuids: Iterable[str], scope, use: bool) -> int:
         elif use:
             usage.in_use += max(r.delta, -usage.in_use)
         usage.dirty = True
-    _write_usages(session, usages.values(), utcnow())
+    write_usages(session, usages.values(), utcnow())
     return len(reservations)
 
 
@@ -441,13 +444,13 @@ def release(session: Session, project_id: str, deltas: Mapping[str, int]) -> Non
 
     `deltas` are the positive amounts that were committed; in_use never drops below 0.
     """
-    usages = _lock_usages(session, project_id, deltas)
+    usages = lock_usages(session, project_id, deltas)
     for name, amount in deltas.items():
         usage = usages.get(name)
         if usage is not None:
             usage.in_use -= min(amount, usage.in_use)
             usage.dirty = True
-    _write_usages(session, usages.values(), utcnow())
+    write_usages(session, usages.values(), utcnow())
 
 
 def expire(session: Session, now: datetime | None = None, limit: int = 500) -> int:

@@ -146,7 +146,7 @@ def repair(session: Session, project_id: str, resources: Iterable[str], config: 
     """Under their row locks, set right those of a project's usage rows that are still wrong (a
     missing row is created first), recording each change; in the caller's transaction."""
     resources = sorted(set(resources))
-    usages = quota_engine._lock_usages(session, project_id, resources)  # the engine's lock, in its order
+    usages = quota_engine.lock_usages(session, project_id, resources)  # the engine's lock, in its order
     created: set[str] = set()
     missing = [r for r in resources if r not in usages]
     if missing:
@@ -157,7 +157,7 @@ def repair(session: Session, project_id: str, resources: Iterable[str], config: 
             .on_conflict_do_nothing(index_elements=["project_id", "resource"])
             .returning(QuotaUsage.resource)
         ))
-        usages = quota_engine._lock_usages(session, project_id, resources)
+        usages = quota_engine.lock_usages(session, project_id, resources)
 
     # Counted after the locks, so every change made under them before is seen, none after.
     charged = _charged(session, config, project_id)
@@ -173,7 +173,7 @@ def repair(session: Session, project_id: str, resources: Iterable[str], config: 
                 setattr(usage, field, new)
                 usage.dirty = True
                 repairs.append(Repair(project_id, resource, field, None if resource in created else old, new))
-    quota_engine._write_usages(session, usages.values(), now)
+    quota_engine.write_usages(session, usages.values(), now)
     if repairs:
         session.execute(insert(QuotaRepair), [{**r.to_dict(), "at": now, "source": source.value} for r in repairs])
     return repairs
