@@ -28,7 +28,6 @@ from api.schemas import METADATA, NAME, validate
 from models import utcnow
 from models.volume import Volume, VolumeMetadata
 from tasks import errors
-from tasks.lookups import is_uuid_like
 from tasks.policy import WRITER_ROLES
 from workers.runtime import get_runtime
 
@@ -83,20 +82,6 @@ class PreconditionFailed(Exception):
 def _authorize(s: Scope, action: str) -> None:
     if not set(s.identity.roles) & WRITER_ROLES:
         raise errors.PolicyNotAuthorized(action=action)
-
-
-def _locked_volume(session: Session, s: Scope, volume_id: str) -> Volume:
-    """The volume as `_get_volume` finds it (live; the caller's project unless an admin), its row
-    locked until the transaction ends."""
-    if not is_uuid_like(volume_id):
-        raise errors.VolumeNotFound(volume_id=volume_id)
-    query = select(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False)).with_for_update()
-    if not s.is_admin:
-        query = query.where(Volume.project_id == s.project_id)
-    vol = session.scalar(query)
-    if vol is None:
-        raise errors.VolumeNotFound(volume_id=volume_id)
-    return vol
 
 
 def _check_metadata_writable(vol: Volume, verb: str) -> None:
@@ -169,7 +154,7 @@ async def update_volume(volume_id: str, request: Request, s: Scope = Depends(sco
 
     def run() -> dict:
         with get_runtime().factory() as session, session.begin():
-            vol = _locked_volume(session, s, volume_id)
+            vol = _get_volume(session, s, volume_id, for_update=True)
             _authorize(s, "volume:update")
             if vol.status in UPDATE_BLOCKED:
                 raise errors.InvalidVolume(reason=UPDATE_BLOCKED_REASONS[vol.status])
@@ -203,7 +188,7 @@ async def _set_metadata(volume_id: str, request: Request, s: Scope, replace: boo
 
     def run() -> dict[str, str]:
         with get_runtime().factory() as session, session.begin():
-            vol = _locked_volume(session, s, volume_id)
+            vol = _get_volume(session, s, volume_id, for_update=True)
             _authorize(s, action)
             if replace:
                 _check_if_match(request, s, session, vol.id)
@@ -251,7 +236,7 @@ async def update_metadata_item(volume_id: str, key: str, request: Request, s: Sc
 
     def run() -> None:
         with get_runtime().factory() as session, session.begin():
-            vol = _locked_volume(session, s, volume_id)
+            vol = _get_volume(session, s, volume_id, for_update=True)
             _authorize(s, "volume:update_volume_metadata")
             _check_if_match(request, s, session, vol.id)
             _check_metadata_writable(vol, "Updating")
@@ -269,7 +254,7 @@ async def update_metadata_item(volume_id: str, key: str, request: Request, s: Sc
 async def delete_metadata_item(volume_id: str, key: str, s: Scope = Depends(scope)):
     def run() -> None:
         with get_runtime().factory() as session, session.begin():
-            vol = _locked_volume(session, s, volume_id)
+            vol = _get_volume(session, s, volume_id, for_update=True)
             if key not in _read(session, vol.id):
                 raise errors.NotFound(f"Volume {volume_id} has no metadata with key {key}.")
             _authorize(s, "volume:delete_volume_metadata")

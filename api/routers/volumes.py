@@ -189,13 +189,15 @@ def _scoped(query, s: Scope, all_tenants: bool = False):
     return query.where(Volume.project_id == s.project_id)
 
 
-def _get_volume(session: Session, s: Scope, volume_id: str) -> Volume:
+def _get_volume(session: Session, s: Scope, volume_id: str, for_update: bool = False) -> Volume:
+    """The caller's live volume (an admin's: any project's); another project's is a 404 like a
+    missing one. `for_update` locks its row until the transaction ends."""
     if not is_uuid_like(volume_id):
         raise errors.VolumeNotFound(volume_id=volume_id)
     query = select(Volume).where(Volume.id == volume_id, Volume.deleted.is_(False))
     if not s.is_admin:
         query = query.where(Volume.project_id == s.project_id)
-    vol = session.scalar(query)
+    vol = session.scalar(query.with_for_update() if for_update else query)
     if vol is None:
         raise errors.VolumeNotFound(volume_id=volume_id)
     return vol
