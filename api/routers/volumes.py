@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -114,9 +114,24 @@ async def create_volume(request: Request, s: Scope = Depends(scope)):
                                                   volume_id=sub.volume_id, just_submitted=not sub.replayed)
     if outcome.finished and not outcome.succeeded:  # the error the flow recorded, as its class
         raise errors.VolchainError.from_dict(outcome.error or errors.VolchainError().to_dict())
+    if not outcome.finished:  # answered `creating` before the outcome: if it fails, it must show as `error`
+        await run_in_threadpool(_mark_answered_early, rt, sub.flow_id)
     view = await run_in_threadpool(_created_view, rt, s, sub.flow_id, sub.volume_id,
                                    sub.replayed or bool(req.get("metadata")))
     return JSONResponse({"volume": view}, status_code=202)
+
+
+_FLOWS = FlowRun.__table__
+_ANSWERED_EARLY = text(  # merged on the server: the flow's steps may be writing the row meanwhile
+    f"UPDATE {_FLOWS.name} SET {_FLOWS.c.caller.name} = (COALESCE({_FLOWS.c.caller.name}::jsonb, '{{}}'::jsonb) "
+    f"|| '{{\"respond_async\": true}}'::jsonb)::json WHERE {_FLOWS.c.id.name} = :flow_id")
+
+
+def _mark_answered_early(rt, flow_id: str) -> None:
+    """A create whose wait timed out was accepted (202) like a `Prefer: respond-async` one: mark it
+    so, and a later failure shows on GET as `error` (see `_show`), never as a 404."""
+    with rt.factory.begin() as session:
+        session.execute(_ANSWERED_EARLY, {"flow_id": flow_id})
 
 
 def _flow(rt, flow_id: str) -> FlowRun:

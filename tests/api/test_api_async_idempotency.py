@@ -131,6 +131,35 @@ def test_a_waited_create_answered_before_its_outcome_can_be_shown(parked_api, ap
     assert shown.json()["volume"]["status"] == "creating"
 
 
+def test_a_waited_create_answered_creating_that_fails_later_shows_as_error(parked_api, api_url, project,
+                                                                          issue_token, db, check_invariant):
+    """Accepted means visible: a create answered 202 `creating` because the wait ran out, then
+    failed (here: its chain lost, the sweeper gives up on it), is `error` on GET, never a 404."""
+    from tasks.create.flow import STEPS
+    from tasks.sweeper import sweep
+    from workers.runtime import get_runtime
+
+    base, started = parked_api
+    started.append(project)
+    token = issue_token(project)
+    with client(base, token) as c:
+        resp = c.post(f"/v3/{project}/volumes", json={"volume": {"size": 1, "name": "lost"}})
+    assert resp.status_code == 202 and resp.json()["volume"]["status"] == "creating", resp.text
+    vid = resp.json()["volume"]["id"]
+    flow = flow_of(db, vid)
+    assert flow.caller["respond_async"] is True  # marked: its caller was answered before the outcome
+    factory = get_runtime().factory
+    with factory() as s, s.begin():
+        s.execute(update(FlowRun).where(FlowRun.id == flow.id).values(progress_at=utcnow() - timedelta(days=1)))
+    sweep(factory, STEPS, get_runtime().env, 3600)
+    assert wait_for_flow(db, flow.id).state == "reverted"
+    with client(api_url, token) as c:
+        shown = c.get(f"/v3/{project}/volumes/{vid}")
+    assert shown.status_code == 200, shown.text
+    assert (shown.json()["volume"]["status"], shown.json()["volume"]["name"]) == ("error", "lost")
+    check_invariant(project)
+
+
 def test_an_async_create_is_shown_creating_then_as_its_row(api_url, project, issue_token, db, check_invariant):
     with client(api_url, issue_token(project)) as c:
         resp = c.post(f"/v3/{project}/volumes", headers=ASYNC, json={"volume": {"size": 1, "name": "a1"}})
