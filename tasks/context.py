@@ -16,6 +16,23 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 
+def _inputs(flow_id: str, volume_id: str, project_id: str, user_id: str | None, request: dict | None,
+            caller: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A flow's inputs from its row, as context fields (both context kinds share them)."""
+    caller = caller or {}
+    return {"flow_id": flow_id, "volume_id": volume_id, "project_id": project_id, "user_id": user_id,
+            "roles": tuple(caller.get("roles") or ()), "is_admin": bool(caller.get("is_admin")),
+            "request": request or {}}
+
+
+def _recorded(steps: Mapping[str, dict] | None) -> dict[str, Any]:
+    """Every recorded step's result folded into one dict (each step provides keys of its own)."""
+    provided: dict[str, Any] = {}
+    for record in (steps or {}).values():
+        provided.update(record["result"])
+    return provided
+
+
 @dataclass(frozen=True)
 class CreateContext:
     """One create flow's inputs and the outputs recorded so far.
@@ -50,13 +67,7 @@ class CreateContext:
     ) -> CreateContext:
         """Rebuild a flow's context from its row: the inputs plus every recorded result (each
         step provides keys of its own, so the order they are folded in does not matter)."""
-        caller = caller or {}
-        provided: dict[str, Any] = {}
-        for record in (steps or {}).values():
-            provided.update(record["result"])
-        return cls(flow_id=flow_id, volume_id=volume_id, project_id=project_id, user_id=user_id,
-                   roles=tuple(caller.get("roles") or ()), is_admin=bool(caller.get("is_admin")),
-                   request=request or {}, **provided)
+        return cls(**_inputs(flow_id, volume_id, project_id, user_id, request, caller), **_recorded(steps))
 
 
 @dataclass(frozen=True)
@@ -95,13 +106,7 @@ class FlowContext:
         cls, flow_id: str, volume_id: str, project_id: str, user_id: str | None, request: dict | None,
         caller: Mapping[str, Any] | None, steps: Mapping[str, dict] | None,
     ) -> FlowContext:
-        caller = caller or {}
-        results: dict[str, Any] = {}
-        for record in (steps or {}).values():
-            results.update(record["result"])
-        return cls(flow_id=flow_id, volume_id=volume_id, project_id=project_id, user_id=user_id,
-                   roles=tuple(caller.get("roles") or ()), is_admin=bool(caller.get("is_admin")),
-                   request=request or {}, results=results)
+        return cls(**_inputs(flow_id, volume_id, project_id, user_id, request, caller), results=_recorded(steps))
 
     def caller(self) -> RequestContext:
         return RequestContext(self.project_id, self.user_id, self.roles, self.is_admin)

@@ -521,5 +521,5 @@ def test_the_prebuilt_statements_of_a_create_are_cached_by_sqlalchemy():
     statements = [qe._LIMITS, qe._LOCK_USAGES, qe._WRITE_USAGES, qe._RESERVE_AND_WRITE_USAGES,
                   qe._LOCK_AND_TAKE_IN_SCOPE, qe._TAKE_RESERVATIONS, runner._LOCK_FLOW, runner._RECORD_STEP,
                   runner._RECORD_FINAL_STEP, runner._START_FLOW, filters._UP_SERVICES, schedule_volume._LOCK_VOLUME,
-                  *lookups._TYPE_QUERIES.values()]
+                  lookups._DEFAULT_TYPE_QUERY, *lookups._TYPE_QUERIES.values()]
     assert all(statement._generate_cache_key() is not None for statement in statements)

@@ -108,7 +108,7 @@ def create_snapshot(context: RequestContext, volume_id: str, name: str | None = 
         raise errors.VolumeNotFound(volume_id=volume_id)
     snapshot_id = str(uuid.uuid4())
     request = {"snapshot_id": snapshot_id, "name": name, "description": description, "force": bool(force),
-               "metadata": metadata or {}}
+               "metadata": metadata}
     flow_id, ctx = _start(context, snapshot_flow.CREATE_KIND, snapshot_flow.CREATE_STEPS[:1],
                           snapshot_flow.CREATE_STEPS, volume_id, request)
     return Started(flow_id=flow_id, volume_id=volume_id, status="creating", results=ctx.results,

@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from api import views
 from api.deps import Scope, scope
 from api.errors import HTTPError
-from api.routers.volumes import MAX_FIELD_LEN, MAX_LIMIT, _all_tenants, _int_param, _require_writer, json_body
+from api.routers.volumes import (DESCRIPTION_KEYS, MAX_LIMIT, NAME_KEYS, _all_tenants, _int_param,
+                                 _require_writer, json_body, text_field)
 from models import utcnow
 from models.snapshot import Snapshot, SnapshotMetadata
 from tasks import errors
@@ -26,36 +27,12 @@ TRUE = ("1", "t", "true", "on", "y", "yes")
 FALSE = ("0", "f", "false", "off", "n", "no")
 
 
-def _text(body: dict, field: str, *keys: str) -> str | None:
-    for key in keys:
-        value = body.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise errors.InvalidInput(reason=f"{field} must be a string.")
-        value = value.strip()
-        if len(value) > MAX_FIELD_LEN:
-            raise errors.InvalidInput(reason=f"{field} has {len(value)} characters, more than {MAX_FIELD_LEN}.")
-        return value
-    return None
-
-
 def _force(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
         return value.strip().lower() in TRUE
     raise errors.InvalidInput(reason=f"Invalid value '{value}' for force.")
-
-
-def _metadata(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in value.items()):
-        raise errors.InvalidVolumeMetadata(reason="Metadata must be a dict of strings.")
-    if any(not 0 < len(k) <= 255 or len(x) > 255 for k, x in value.items()):
-        raise errors.InvalidVolumeMetadataSize(reason="Metadata keys must be 1 to 255 characters, values at most 255.")
-    return value
 
 
 def _snapshot_body(body: Any) -> dict[str, Any]:
@@ -98,12 +75,12 @@ async def create_snapshot(request: Request, s: Scope = Depends(scope)):
     if not isinstance(volume_id, str) or not volume_id:
         raise errors.InvalidInput(reason="'volume_id' is a required property")
     _require_writer(s, "volume:create_snapshot")
-    name = _text(body, "name", "name", "display_name")
-    description = _text(body, "description", "description", "display_description")
+    name = text_field(body, "name", NAME_KEYS)
+    description = text_field(body, "description", DESCRIPTION_KEYS)
     started = await run_in_threadpool(
         lambda: lifecycle.create_snapshot(s.context(), volume_id, name=name, description=description,
                                           force=_force(body.get("force", False)),
-                                          metadata=_metadata(body.get("metadata"))))
+                                          metadata=body.get("metadata")))
 
     def show() -> dict:
         with get_runtime().factory() as session:
@@ -166,8 +143,8 @@ async def update_snapshot(snapshot_id: str, request: Request, s: Scope = Depends
     if not body or set(body) - allowed:
         raise errors.InvalidInput(reason=f"Only {', '.join(sorted(allowed))} may be updated.")
     _require_writer(s, "volume:update_snapshot")
-    name = _text(body, "name", "name", "display_name")
-    description = _text(body, "description", "description", "display_description")
+    name = text_field(body, "name", NAME_KEYS)
+    description = text_field(body, "description", DESCRIPTION_KEYS)
 
     def run() -> dict:
         with get_runtime().factory() as session, session.begin():

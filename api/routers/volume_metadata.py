@@ -23,11 +23,11 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Scope, scope
 from api.errors import HTTPError
 from api.microversion import v
-from api.routers.volumes import MAX_FIELD_LEN, _detail, _get_volume, json_body
+from api.routers.volumes import DESCRIPTION_KEYS, NAME_KEYS, _detail, _get_volume, json_body, text_field
 from api.schemas import METADATA, NAME, validate
 from models import utcnow
 from models.volume import Volume, VolumeMetadata
-from tasks import errors
+from tasks import errors, fields
 from tasks.policy import WRITER_ROLES
 from workers.runtime import get_runtime
 
@@ -50,8 +50,6 @@ ONE_ITEM_BODY = {
     "required": ["meta"],
     "additionalProperties": False,
 }
-NAME_KEYS = ("name", "display_name")
-DESCRIPTION_KEYS = ("description", "display_description")
 UPDATE_FIELDS = {key: NAME for key in NAME_KEYS + DESCRIPTION_KEYS} | {"metadata": ITEMS}
 UPDATE_BODY = {
     "type": "object",
@@ -131,17 +129,15 @@ def _volume_changes(volume: dict[str, Any]) -> dict[str, Any]:
     """Column values from a validated update body. Names and descriptions are trimmed and bounded
     like a create's; `name` wins over `display_name` (and `description` over
     `display_description`), as in Cinder; null clears."""
-    for key in NAME_KEYS + DESCRIPTION_KEYS:
-        value = volume.get(key)
-        if isinstance(value, str) and len(value.strip()) > MAX_FIELD_LEN:
-            field = "name" if key in NAME_KEYS else "description"
-            raise errors.InvalidInput(reason=f"{field} has {len(value.strip())} characters, more than {MAX_FIELD_LEN}.")
     changes: dict[str, Any] = {}
-    for column, keys in (("display_name", NAME_KEYS), ("display_description", DESCRIPTION_KEYS)):
-        key = next((k for k in keys if k in volume), None)
-        if key is not None:
-            value = volume[key]
-            changes[column] = value.strip() if isinstance(value, str) else value
+    for column, field, keys in (("display_name", "name", NAME_KEYS),
+                                ("display_description", "description", DESCRIPTION_KEYS)):
+        given = [key for key in keys if key in volume]
+        for key in given:  # every spelling given is checked, the first one wins
+            if volume[key] is not None:
+                fields.bounded_text(field, volume[key])
+        if given:
+            changes[column] = text_field(volume, field, given[:1])
     return changes
 
 

@@ -23,7 +23,7 @@ from models import utcnow
 from models.flow_log import FlowRun, FlowState
 from models.volume import Volume, VolumeMetadata
 from models.volume_type import VolumeType
-from tasks import errors
+from tasks import errors, fields
 from tasks.lookups import is_uuid_like
 from tasks.policy import WRITER_ROLES
 from workers.runtime import get_runtime
@@ -33,7 +33,6 @@ from workers.submit import submit_create_volume
 router = APIRouter(tags=["volumes"])
 
 MAX_LIMIT = 1000
-MAX_FIELD_LEN = 255
 SORT_KEYS = {
     "id": Volume.id, "name": Volume.display_name, "display_name": Volume.display_name, "status": Volume.status,
     "size": Volume.size, "created_at": Volume.created_at, "updated_at": Volume.updated_at,
@@ -57,22 +56,25 @@ async def json_body(request: Request) -> Any:
         raise HTTPError(400, "Malformed request body") from None
 
 
-def _trimmed(body: dict, *keys: str) -> tuple[str | None, str | None]:
+NAME_KEYS, DESCRIPTION_KEYS = ("name", "display_name"), ("description", "display_description")
+
+
+def text_field(body: dict, field: str, keys: tuple[str, ...]) -> str | None:
+    """A name or description from a body that may spell it two ways (the first given wins),
+    trimmed and bounded (tasks/fields.py); None when absent."""
     for key in keys:
         if body.get(key) is not None:
-            return key, body[key].strip()
-    return None, None
+            return fields.bounded_text(field, body[key])
+    return None
 
 
 def create_request(body: dict) -> dict[str, Any]:
     """The chain's request from a validated REST body (names trimmed and bounded, as Cinder does)."""
     volume = body["volume"]
     request: dict[str, Any] = {}
-    for field, aliases in (("name", ("name", "display_name")), ("description", ("description", "display_description"))):
-        key, value = _trimmed(volume, *aliases)
+    for field, aliases in (("name", NAME_KEYS), ("description", DESCRIPTION_KEYS)):
+        value = text_field(volume, field, aliases)
         if value is not None:
-            if len(value) > MAX_FIELD_LEN:
-                raise errors.InvalidInput(reason=f"{field} has {len(value)} characters, more than {MAX_FIELD_LEN}.")
             request[field] = value
     for body_key, request_key in BODY_TO_REQUEST.items():
         if volume.get(body_key) is not None:

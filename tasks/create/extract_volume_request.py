@@ -26,7 +26,7 @@ from models.image import Image
 from models.key import EncryptionKey
 from models.snapshot import Snapshot
 from models.volume import Volume
-from tasks import errors, lookups
+from tasks import errors, fields, lookups
 from tasks.context import CreateContext
 from tasks.policy import authorize
 from tasks.quota_engine import INT_MAX
@@ -35,8 +35,6 @@ from tasks.runner import StepEnv
 name = "extract_volume_request"
 
 GiB = 1024**3
-MAX_METADATA_ITEMS = 128
-MAX_FIELD_LEN = 255
 UNSUPPORTED = {
     "consistencygroup_id": "Creating a volume in a consistency group",
     "group_id": "Creating a volume in a group",
@@ -66,40 +64,9 @@ def _int_like(value: Any) -> bool:
 
 def _trim(request: dict[str, Any], *keys: str) -> str | None:
     for key in keys:
-        value = request.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise errors.InvalidInput(reason=f"{key} must be a string.")
-        value = value.strip()
-        if len(value) > MAX_FIELD_LEN:
-            raise errors.InvalidInput(reason=f"{key} has {len(value)} characters, more than {MAX_FIELD_LEN}.")
-        return value
+        if request.get(key) is not None:
+            return fields.bounded_text(key, request[key])
     return None
-
-
-def _check_metadata(metadata: Any) -> dict[str, str]:
-    """Cinder's check_metadata_properties, plus a bound on the number of items."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise errors.InvalidInput(reason="Metadata should be a dict.")
-    if len(metadata) > MAX_METADATA_ITEMS:
-        raise errors.InvalidVolumeMetadata(
-            reason=f"Too many metadata properties: {len(metadata)}, at most {MAX_METADATA_ITEMS}."
-        )
-    for key, value in metadata.items():
-        if not key:
-            raise errors.InvalidVolumeMetadata(reason="Metadata property key blank.")
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise errors.InvalidVolumeMetadata(reason=f"Metadata property key {key} and its value must be strings.")
-        if len(key) > MAX_FIELD_LEN:
-            raise errors.InvalidVolumeMetadataSize(reason=f"Metadata property key {key} greater than 255 characters.")
-        if len(value) > MAX_FIELD_LEN:
-            raise errors.InvalidVolumeMetadataSize(
-                reason=f"Metadata property key {key} value greater than 255 characters."
-            )
-    return dict(metadata)
 
 
 def _size_limits(vtype: lookups.TypeInfo, size: int) -> None:
@@ -169,13 +136,13 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
     description = _trim(req, "description", "display_description")
     requested_type: lookups.TypeInfo | None = None
     if req.get("volume_type"):
-        if not isinstance(req["volume_type"], str) or len(req["volume_type"]) > MAX_FIELD_LEN:
+        if not isinstance(req["volume_type"], str) or len(req["volume_type"]) > fields.MAX_FIELD_LEN:
             raise errors.InvalidInput(reason="volume_type must be a string of at most 255 characters.")
         requested_type = lookups.volume_type_by_name_or_id(session, ctx, req["volume_type"])
     snap: Snapshot | None = lookups.snapshot(session, ctx, req["snapshot_id"]) if req.get("snapshot_id") else None
     source: Volume | None = lookups.volume(session, ctx, req["source_volid"]) if req.get("source_volid") else None
     image_ref = req.get("imageRef") or req.get("image_id")
-    if image_ref is not None and (not isinstance(image_ref, str) or len(image_ref) > MAX_FIELD_LEN):
+    if image_ref is not None and (not isinstance(image_ref, str) or len(image_ref) > fields.MAX_FIELD_LEN):
         raise errors.InvalidImageRef()
     image: Image | None = lookups.resolve_image_ref(session, ctx, image_ref) if image_ref else None
     size = req.get("size")
@@ -219,7 +186,7 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
                 "recommend omitting the type argument)."
             )
     zones = lookups.ZONES.get(session, env.storage_availability_zone, env.az_cache_seconds)
-    metadata = _check_metadata(req.get("metadata"))
+    metadata = fields.check_metadata(req.get("metadata"))
 
     # 2.3 ExtractVolumeRequestTask.
     if sum(x is not None for x in (snap, image, source)) > 1:
@@ -331,7 +298,7 @@ def _pick_type(session, ctx, env, requested, source, snap_volume, snap, image, d
 
 
 def _pick_zones(session, env: StepEnv, requested, vtype, zones, snap_volume, source) -> tuple[list[str], bool]:
-    if requested is not None and (not isinstance(requested, str) or not 0 < len(requested) <= MAX_FIELD_LEN):
+    if requested is not None and (not isinstance(requested, str) or not 0 < len(requested) <= fields.MAX_FIELD_LEN):
         raise errors.InvalidAvailabilityZone(az=requested)
     restriction = [z.strip() for z in vtype.specs().get("RESKEY:availability_zones", "").split(",") if z.strip()]
     if restriction:

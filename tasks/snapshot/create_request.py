@@ -1,7 +1,7 @@
 """create_request: check the source volume, charge the snapshot's quota, insert its row, cast it to the backend.
 
 Requires: volume_id (the source); the request's snapshot_id (allocated by the caller), name,
-    description, metadata, force; the caller
+    description, metadata (checked here by Cinder's rules, tasks/fields.py), force; the caller
 Provides: snapshot_id, deltas (what was charged), cast
 Effect: the source must be the caller's, live, on a backend, and `available` (or `in-use` with
     `force`), as in Cinder. Quota: `snapshots`, `gigabytes` (unless no_snapshot_gb_quota) and
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from models import utcnow
 from models.snapshot import Snapshot, SnapshotMetadata
 from models.volume_type import VolumeType
-from tasks import casts, errors, lookups, quota_engine, usage
+from tasks import casts, errors, fields, lookups, quota_engine, usage
 from tasks.context import FlowContext
 from tasks.runner import StepEnv
 
@@ -32,6 +32,7 @@ name = "create_request"
 
 def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
     req = ctx.request
+    metadata = fields.check_metadata(req.get("metadata"))
     vol = lookups.volume(session, ctx, ctx.volume_id, for_update=True)
     if req.get("force"):
         if vol.status not in ("available", "in-use"):
@@ -57,7 +58,7 @@ def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
         use_quota=True, deleted=False, created_at=utcnow(),
     ))
     session.flush()
-    for key, value in (req.get("metadata") or {}).items():
+    for key, value in metadata.items():
         session.add(SnapshotMetadata(snapshot_id=snapshot_id, key=key, value=value))
     body = casts.flow_message(ctx.flow_id, name, casts.backend_queue(vol.host), vol.id, vol.project_id,
                               host=vol.host, snapshot_id=snapshot_id)
