@@ -53,6 +53,13 @@ def release(session: Session, config: QuotaConfig, volumes: Iterable[str] = (), 
     now = utcnow()
     totals: dict[str, Counter] = {}
     found = 0
+    names: dict[str | None, str | None] = {}  # type id -> name: one query per type, not per row
+
+    def type_name(type_id: str | None) -> str | None:
+        if type_id not in names:
+            names[type_id] = _type_name(session, type_id)
+        return names[type_id]
+
     volumes, snapshots = list(volumes), list(snapshots)
     if snapshots:
         for row in session.execute(
@@ -62,7 +69,7 @@ def release(session: Session, config: QuotaConfig, volumes: Iterable[str] = (), 
         ).all():
             found += 1
             totals.setdefault(row.project_id, Counter()).update(
-                snapshot_deltas(_type_name(session, row.volume_type_id), row.volume_size, config))
+                snapshot_deltas(type_name(row.volume_type_id), row.volume_size, config))
     if volumes:
         for row in session.execute(
             update(Volume).where(Volume.id.in_(volumes), Volume.use_quota.is_(True))
@@ -71,7 +78,7 @@ def release(session: Session, config: QuotaConfig, volumes: Iterable[str] = (), 
         ).all():
             found += 1
             totals.setdefault(row.project_id, Counter()).update(
-                recorded or volume_deltas(_type_name(session, row.volume_type_id), row.size))
+                recorded or volume_deltas(type_name(row.volume_type_id), row.size))
     for project_id, deltas in totals.items():
         quota_engine.release(session, project_id, dict(deltas))
     return found
