@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -27,6 +31,7 @@ FAULT_NAMES = {
     503: "serviceUnavailable",
 }
 GENERIC_500 = "The server has either erred or is incapable of performing the requested operation."
+UNAVAILABLE = "The volume service is unavailable. Try again later."
 
 
 class HTTPError(Exception):
@@ -87,6 +92,16 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             return fault(405, "The method is not allowed for the requested URL.")
         return fault(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)  # every pooled connection busy
+    @app.exception_handler(kombu.exceptions.OperationalError)
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def _outage(_request: Request, exc: Exception):  # the database or the broker is away or overloaded
+        log.error("service unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return fault(503, UNAVAILABLE)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):

@@ -1,7 +1,8 @@
 """`volchain flow list|show|resume|abort`: read the durable flow log, and finish or stop a create.
 
 `resume` finishes a running or compensating create now, by the sweeper's own rule
-(tasks/sweeper.finish_flow: forward once its quota is committed, backward otherwise); `abort`
+(tasks/sweeper.finish_flow: a running one forward, its remaining steps run here; a step that
+refuses fails it and it is compensated; a compensating one backward); `abort`
 records FlowAborted on a running create and compensates it. Both refuse a flow that ended.
 """
 
@@ -36,8 +37,8 @@ def register(sub) -> None:
     list_.set_defaults(handler=list_flows)
 
     resume = flow_sub.add_parser(
-        "resume", help="finish a running or compensating create now, as the sweeper would: forward once its "
-        "quota is committed, else backward")
+        "resume", help="finish a running or compensating create now, as the sweeper would: a running one "
+        "forward (compensated if a step refuses), a compensating one backward")
     resume.add_argument("flow_id", metavar="ID", help="the flow's id")
     resume.add_argument("--json", action="store_true", help="print JSON instead of text")
     resume.set_defaults(handler=resume_flow)

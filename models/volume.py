@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models import Base, new_id, utcnow
@@ -28,6 +28,8 @@ class Volume(Base):
     __table_args__ = (
         Index("ix_volumes_project_live", "project_id", "deleted"),
         Index("ix_volumes_host_live", "host", "deleted"),  # a backend's allocated capacity (scheduler)
+        # Volumes waiting for their create to be consumed: the sweeper re-sends lost casts (tasks/redrive.py).
+        Index("ix_volumes_creating", "created_at", postgresql_where=text("status = 'creating'")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

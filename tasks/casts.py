@@ -9,12 +9,15 @@ recorded and changes nothing.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from models import utcnow
 from tasks import errors
 from tasks.runner import CastMessage, StepEnv
+
+log = logging.getLogger(__name__)
 
 MESSAGE_VERSION = "1.0"
 MESSAGE_NAMESPACE = uuid.UUID("6b0d1c8e-3f1a-4c59-9a57-2f7e0f0c1d10")
@@ -58,15 +61,17 @@ def flow_message(flow_id: str, cast: str, queue: str, volume_id: str, project_id
 
 
 def publish(env: StepEnv, task_name: str, body: dict[str, Any], volume_id: str) -> dict[str, Any]:
-    """Send `body` as `task_name` on its queue; returns what a step records of the cast."""
+    """Send `body` as `task_name` on its queue; returns what a step records of the cast: all of it,
+    so that the sweeper can send it again if the broker loses it (tasks/redrive.py)."""
     message = CastMessage(queue=body["queue"], task_name=task_name, message_id=body["message_id"], body=body)
     if env.publish is None:
-        raise errors.CastFailed(volume_id=volume_id, queue=message.queue, reason="no publisher configured")
+        log.error("cast to %s for volume %s: no publisher configured", message.queue, volume_id)
+        raise errors.CastFailed(volume_id=volume_id)
     try:
         env.publish(message)
     except errors.VolchainError:
         raise
-    except Exception as exc:  # the broker's own errors
-        raise errors.CastFailed(volume_id=volume_id, queue=message.queue,
-                                reason=f"{type(exc).__name__}: {exc}") from exc
-    return {"queue": message.queue, "task": message.task_name, "message_id": message.message_id}
+    except Exception as exc:  # the broker's own errors: the cause to the log, a 503 to the caller
+        log.error("cast to %s for volume %s failed: %s: %s", message.queue, volume_id, type(exc).__name__, exc)
+        raise errors.CastFailed(volume_id=volume_id) from exc
+    return {"queue": message.queue, "task": message.task_name, "message_id": message.message_id, "body": body}

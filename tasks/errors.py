@@ -243,16 +243,19 @@ class VolumeTypeDefaultMisconfiguredError(VolchainError):
     )
 
 
-class CastFailed(VolchainError):
-    message = "Failed to cast the create of volume %(volume_id)s to %(queue)s: %(reason)s"
+class ServiceUnavailable(VolchainError):
+    """The message broker (or another service volchain needs) is away: a 503 that names no
+    internals. The cause goes to the log (tasks/casts.py, workers/submit.py)."""
+
+    http_status = 503
+
+
+class CastFailed(ServiceUnavailable):
+    message = "The volume service is unavailable: the request for volume %(volume_id)s could not be sent. Try again later."
 
 
 class ReservationExpired(VolchainError):
     message = "The quota reservation of volume %(volume_id)s expired before it was committed."
-
-
-class FlowTimedOut(VolchainError):
-    message = "The create of volume %(volume_id)s made no progress for %(seconds)s seconds and was stopped."
 
 
 class FlowAborted(VolchainError):
@@ -291,8 +294,8 @@ EXPECTED_ERRORS = (Invalid, NotAuthorized, NotFound, Conflict, QuotaError,
                    VolumeTypeDefaultMisconfiguredError, InjectedFailure)
 
 
-class SubmitFailed(VolchainError):
-    message = "Could not submit the create of volume %(volume_id)s: %(reason)s"
+class SubmitFailed(ServiceUnavailable):
+    message = "The volume service is unavailable: the create of volume %(volume_id)s could not be queued. Try again later."
 
 
 class NotConfigured(Exception):
@@ -322,6 +325,6 @@ REGISTRY: dict[str, type[VolchainError]] = {klass.__name__: klass for klass in (
     Conflict, VolumeTypeExists, FlowNotRunning, DeletedWhileCreating, CreateNeedsAttention, MultipleImageMatches,
     QuotaError, VolumeSizeExceedsAvailableQuota, VolumeSizeExceedsLimit, VolumeLimitExceeded, SnapshotLimitExceeded,
     UnexpectedOverQuota, QuotaUsageOverflow,
-    VolumeTypeDefaultMisconfiguredError, CastFailed, ReservationExpired, FlowTimedOut, FlowAborted, CastNotReady,
-    InjectedFailure, OverQuota, SubmitFailed,
+    VolumeTypeDefaultMisconfiguredError, CastFailed, ReservationExpired, FlowAborted, CastNotReady,
+    InjectedFailure, OverQuota, SubmitFailed, ServiceUnavailable,
 )}

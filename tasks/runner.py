@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import utcnow
 from models.db import engine_of, kept_connection
 from models.flow_log import TERMINAL_STATES, FlowRun, FlowState, StepState
-from tasks import errors
+from tasks import errors, user_messages
 from tasks.context import CreateContext, FlowContext
 from tasks.quota_engine import QuotaConfig
 
@@ -239,11 +239,23 @@ def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], 
                 continue
             step.revert(session, ctx, rec["result"], env)
             rec.update(state=StepState.REVERTED.value, reverted_at=now.isoformat())
+        # (A create whose chain could not even be queued answered 503 itself: no message.)
+        if (flow.caller or {}).get("respond_async") and flow.error.get("type") != "SubmitFailed":
+            _tell_the_user(session, flow)
         flow.steps = recorded
         flow.state = FlowState.REVERTED.value
         flow.finished_at = now
         flow.progress_at = now
         return flow.state
+
+
+def _tell_the_user(session: Session, flow: FlowRun) -> None:
+    """A create answered 202 before its outcome (`caller.respond_async`; only creates are) failed:
+    the caller learns why from a user message, recorded with the compensation."""
+    over_quota = (flow.error or {}).get("code") == 413
+    user_messages.record(session, project_id=flow.project_id, resource_type=user_messages.VOLUME,
+                         resource_uuid=flow.volume_id, action=user_messages.Action.CREATE_VOLUME,
+                         detail=user_messages.Detail.QUOTA_EXCEED if over_quota else user_messages.Detail.UNKNOWN_ERROR)
 
 
 def park(factory: sessionmaker[Session], flow_id: str, reason: str, start: dict[str, Any] | None = None,

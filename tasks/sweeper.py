@@ -1,18 +1,21 @@
 """Sweeper: expire stale reservations and drive every stuck flow to an end.
 
 A flow is stuck when it is `running` or `compensating` and has made no progress for longer
-than its deadline (a lost message, a worker killed with early acks, a broker restart without
-persistence). `finish_flow` decides from the log alone, for the sweeper and for an operator's
-`volchain flow resume`:
+than its deadline (its message lost with a broker that restarted empty, a worker killed with
+early acks). The deadline exceeds the broker's visibility timeout (workers/settings.py), so a
+message held by a worker that died is redelivered before this applies. `finish_flow` decides
+from the log alone, for the sweeper and for an operator's `volchain flow resume`:
 
-    running, quota committed      -> forward: run the remaining steps (the cast) here
-    running, quota not committed  -> backward: record FlowTimedOut, compensate
-    compensating                  -> backward: compensate again (its task was lost)
+    running        -> forward: run the remaining steps here, as the chain would have; a step
+                      that refuses (over quota by now, its reservation expired) fails the flow,
+                      which is compensated at once, as the chain's errback would have
+    compensating   -> backward: compensate again (its task was lost)
 
-Every action goes through the same idempotent step runner and compensation as the chain, so
-a sweep racing a late worker changes nothing twice. A pass works in bounded batches, oldest
-first, until nothing is due; it walks forward through the flows (by progress_at, id), so it
-tries each at most once. A flow that keeps failing, pass after pass, is parked as
+An accepted create is thus finished, not failed, because a message was lost. Every action goes
+through the same idempotent step runner and compensation as the chain, so a sweep racing a late
+worker changes nothing twice. A pass works in bounded batches, oldest first, until nothing is
+due; it walks forward through the flows (by progress_at, id), so it tries each at most once. A
+flow that keeps failing for another reason (the database, a bug), pass after pass, is parked as
 `needs_attention`.
 """
 
@@ -29,14 +32,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import utcnow
 from models.flow_log import FlowRun, FlowState
 from tasks import errors, quota_engine
-from tasks.context import CreateContext
+from tasks.create.flow import KIND as CREATE_KIND
 from tasks.runner import StepEnv, compensate, park, record_failure, run_step
 
 log = logging.getLogger(__name__)
 
 # Only create chains are swept: the other flows' last steps wait, by design, in the queue of a
 # volume service that may be down ("a backend that is down keeps its messages until it returns").
-CREATE_KIND = "create_volume"
 UNFINISHED = (FlowState.RUNNING.value, FlowState.COMPENSATING.value)
 RESUMED, COMPENSATED = "resumed", "compensated"  # what finish_flow did
 
@@ -48,19 +50,11 @@ class SweepReport:
     compensated: list[str] = field(default_factory=list)
     parked: list[str] = field(default_factory=list)
     pruned: int = 0  # finished flows deleted from the log (tasks/retention.py)
+    redriven: list[str] = field(default_factory=list)  # message ids of lost casts sent again (tasks/redrive.py)
 
     @property
     def finished(self) -> list[str]:
         return self.resumed + self.compensated + self.parked
-
-
-def context_from_log(session: Session, flow_id: str) -> CreateContext:
-    """Rebuild a flow's CreateContext from its run row and its recorded steps."""
-    flow = session.get(FlowRun, flow_id)
-    if flow is None:
-        raise errors.FlowNotFound(flow_id=flow_id)
-    return CreateContext.from_log(flow.id, flow.volume_id, flow.project_id, flow.user_id, flow.request,
-                                  flow.caller, flow.steps)
 
 
 def _due(deadline_seconds: int, after: tuple[datetime, str] | None) -> list:
@@ -84,21 +78,28 @@ def stuck_flows(session: Session, deadline_seconds: int, limit: int,
 def finish_flow(factory: sessionmaker[Session], flow_id: str, steps: list, env: StepEnv) -> str | None:
     """Drive one running or compensating create flow to an end by the rule above.
 
-    Returns RESUMED or COMPENSATED, or None when the flow had ended already. Safe while a late
-    worker still runs the flow: the runner and compensation serialise on the flow row.
+    Returns RESUMED (it succeeded) or COMPENSATED, or None when the flow had ended already. Safe
+    while a late worker still runs the flow: the runner and compensation serialise on the flow row.
     """
     with factory() as session:
-        ctx = context_from_log(session, flow_id)
         flow = session.get(FlowRun, flow_id)
-        state, idle = flow.state, utcnow() - flow.progress_at
-    if state == FlowState.RUNNING.value and ctx.committed:
-        for step in steps:
-            run_step(factory, step, flow_id, env, final=step is steps[-1])
-        return RESUMED
+        if flow is None:
+            raise errors.FlowNotFound(flow_id=flow_id)
+        state = flow.state
     if state == FlowState.RUNNING.value:
-        timed_out = errors.FlowTimedOut(volume_id=ctx.volume_id, seconds=int(idle.total_seconds()))
-        record_failure(factory, flow_id, None, timed_out.to_dict())
-    elif state != FlowState.COMPENSATING.value:
+        try:
+            for step in steps:
+                run_step(factory, step, flow_id, env, final=step is steps[-1])
+            return RESUMED
+        except errors.ServiceUnavailable:  # the broker is away: the flow stays running, next pass tries again
+            raise
+        except errors.FlowNotRunning:  # a late worker ended or failed it meanwhile
+            with factory() as session:
+                state = session.get(FlowRun, flow_id).state
+        except errors.VolchainError as exc:  # the step refused: fail the flow, as the chain does
+            record_failure(factory, flow_id, step.name, exc.to_dict())
+            state = FlowState.COMPENSATING.value
+    if state != FlowState.COMPENSATING.value:
         return None
     compensate(factory, flow_id, steps, env)
     return COMPENSATED
@@ -133,6 +134,9 @@ def _finish_one(factory: sessionmaker[Session], flow_id: str, steps: list, env: 
                 max_compensation_attempts: int, report: SweepReport) -> None:
     try:
         done = finish_flow(factory, flow_id, steps, env)
+    except errors.ServiceUnavailable as exc:  # not the flow's fault: not counted against it
+        log.warning("sweeper: flow %s waits for the broker: %s", flow_id, exc)
+        return
     except Exception as exc:  # one bad flow must not stop the sweep
         log.exception("sweeper: flow %s could not be finished", flow_id)
         if _count_attempt(factory, flow_id) >= max_compensation_attempts:

@@ -48,11 +48,14 @@ class Action:
     REIMAGE_VOLUME = Code("016", "reimage volume")
     # volchain's own: Cinder records no message when a volume fails to delete.
     DELETE_VOLUME = Code("901", "delete volume")
+    # volchain's own: a create accepted before its outcome (202) that failed before any scheduler
+    # took it (Cinder's API answers those failures itself; ours may come after the answer).
+    CREATE_VOLUME = Code("902", "create volume")
 
     ALL = (SCHEDULE_ALLOCATE_VOLUME, ATTACH_VOLUME, COPY_VOLUME_TO_IMAGE, UPDATE_ATTACHMENT, COPY_IMAGE_TO_VOLUME,
            UNMANAGE_VOLUME, EXTEND_VOLUME, CREATE_VOLUME_FROM_BACKEND, SNAPSHOT_CREATE, SNAPSHOT_DELETE,
            SNAPSHOT_UPDATE, SNAPSHOT_METADATA_UPDATE, BACKUP_CREATE, BACKUP_DELETE, BACKUP_RESTORE, REIMAGE_VOLUME,
-           DELETE_VOLUME)
+           DELETE_VOLUME, CREATE_VOLUME)
 
 
 class Detail:

@@ -143,7 +143,7 @@ def test_a_missing_flow_is_an_error(db):
 def test_compensation_reverts_each_recorded_step_once_with_its_own_result(db, project, check_invariant):
     ctx = factories.start_flow_directly(db, factories.member(project), size=3)
     _run(db, ctx, STEPS[:4])
-    error = errors.CastFailed(volume_id=ctx.volume_id, queue="scheduler", reason="broker down").to_dict()
+    error = errors.CastFailed(volume_id=ctx.volume_id).to_dict()
     record_failure(db, ctx.flow_id, "volume_cast", error)
     counted = [Counting(step) for step in STEPS]
     assert compensate(db, ctx.flow_id, counted, _env()) == "reverted"
@@ -193,8 +193,9 @@ def test_failure_injection_is_installed_only_when_switched_on():
     from workers import runtime
 
     settings = get_runtime().settings
-    assert runtime._step_runner(settings.model_copy(update={"failure_injection": False})) is runner.run_step
-    assert runtime._step_runner(settings.model_copy(update={"failure_injection": True})) is failure_injection.run_step
+    assert runtime._step_runner(settings.model_copy(update={"failure_injection": False})) == (runner.run_step, list)
+    assert runtime._step_runner(settings.model_copy(update={"failure_injection": True})) == (
+        failure_injection.run_step, failure_injection.compensation_steps)
 
 
 @pytest.mark.parametrize("when", ["before", "before_commit"])

@@ -48,31 +48,48 @@ def _volume(db, volume_id):
         return s.scalar(select(Volume).where(Volume.id == volume_id))
 
 
-def test_a_flow_whose_chain_was_lost_before_any_step_is_reverted_with_a_timeout(db, redis_client, project, check_invariant):
+def test_a_flow_whose_chain_was_lost_before_any_step_is_finished_forward(db, redis_client, project, check_invariant):
     ctx = factories.start_flow_directly(db, factories.member(project), size=1)
     _age(db, ctx.flow_id)
     report = _sweep(db)
-    assert ctx.flow_id in report.compensated
-    flow = _flow(db, ctx.flow_id)
-    assert flow.state == "reverted"
-    assert flow.error["type"] == "FlowTimedOut"
-    assert _volume(db, ctx.volume_id) is None
+    assert ctx.flow_id in report.resumed
+    assert _flow(db, ctx.flow_id).state == "succeeded"
+    assert _volume(db, ctx.volume_id).status == "creating"
+    assert len(factories.casts_for(redis_client, "scheduler", ctx.volume_id)) == 1
     check_invariant(project)
 
 
-def test_a_flow_stopped_after_reserving_gives_its_reservation_back(db, redis_client, project, check_invariant):
+def test_a_flow_stopped_after_reserving_is_finished_forward_and_commits(db, redis_client, project, check_invariant):
     ctx = factories.start_flow_directly(db, factories.member(project), size=3)
     _run_until(db, ctx, "entry_create")
-    with db() as s:
-        assert s.scalar(select(QuotaUsage.reserved).where(QuotaUsage.project_id == project,
-                                                         QuotaUsage.resource == "gigabytes")) == 3
     _age(db, ctx.flow_id)
-    assert ctx.flow_id in _sweep(db).compensated
+    assert ctx.flow_id in _sweep(db).resumed
     with db() as s:
         assert s.scalars(select(Reservation).where(Reservation.project_id == project)).all() == []
+        usage = s.execute(select(QuotaUsage.in_use, QuotaUsage.reserved).where(
+            QuotaUsage.project_id == project, QuotaUsage.resource == "gigabytes")).one()
+    assert tuple(usage) == (3, 0)
+    assert _volume(db, ctx.volume_id).status == "creating"
+    check_invariant(project)
+
+
+def test_a_flow_whose_reservation_expired_while_stuck_is_failed_and_gives_everything_back(
+        db, redis_client, project, check_invariant):
+    ctx = factories.start_flow_directly(db, factories.member(project), size=3)
+    _run_until(db, ctx, "entry_create")
+    with db() as s, s.begin():
+        s.execute(update(Reservation).where(Reservation.project_id == project)
+                  .values(expire=utcnow() - timedelta(seconds=1)))
+    _age(db, ctx.flow_id)
+    report = _sweep(db)
+    assert report.expired_reservations >= 2
+    assert ctx.flow_id in report.compensated
+    flow = _flow(db, ctx.flow_id)
+    assert (flow.state, flow.failed_step, flow.error["type"]) == ("reverted", "quota_commit", "ReservationExpired")
+    assert _volume(db, ctx.volume_id).deleted is True
+    with db() as s:
         assert s.scalar(select(QuotaUsage.reserved).where(QuotaUsage.project_id == project,
                                                          QuotaUsage.resource == "gigabytes")) == 0
-    assert _volume(db, ctx.volume_id).deleted is True
     check_invariant(project)
 
 
@@ -147,9 +164,11 @@ def test_one_pass_drains_a_backlog_larger_than_a_batch(db, redis_client, project
                   .values(progress_at=utcnow() - timedelta(seconds=DEADLINE + 5)))
     with caplog.at_level("INFO", logger="tasks.sweeper"):
         report = sweep(db, STEPS, get_runtime().env, DEADLINE, batch_size=100)
-    assert set(ids) <= set(report.compensated)
+    # Forward while the project's quota lasts (10 volumes by default), then each one refused.
+    assert set(ids) <= set(report.resumed) | set(report.compensated)
+    assert report.resumed and report.compensated
     with db() as s:
-        assert set(s.scalars(select(FlowRun.state).where(FlowRun.project_id == project))) == {"reverted"}
+        assert set(s.scalars(select(FlowRun.state).where(FlowRun.project_id == project))) == {"succeeded", "reverted"}
     batches = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sweeper: batch")]
     assert len(batches) >= 3 and batches[-1].endswith(", 0 left"), batches
     check_invariant(project)

@@ -6,7 +6,9 @@ Operators may run `celery -A workers.app worker -Q volchain.steps,volchain.compe
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+
+from celery import Celery, Task
 from celery.signals import worker_init
 
 from workers.settings import Settings, default_worker_concurrency, get_settings
@@ -24,7 +26,10 @@ def worker_concurrency(settings: Settings) -> int:
 
 def celery_config(settings: Settings) -> dict:
     """Every Celery option volchain ships with (docs/design.md and the README say why)."""
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    # A worker that died holding a message: Redis hands it on after the visibility timeout; each
+    # worker looks for such messages every unacked_restore_seconds (throttle 1: every look scans).
+    transport = {"visibility_timeout": settings.visibility_timeout,
+                 "unacked_restore_interval": settings.unacked_restore_seconds, "unacked_restore_throttle": 1}
     if settings.broker_url.startswith("memory://"):
         transport = {"polling_interval": 0.01}
     return {
@@ -69,6 +74,18 @@ def celery_config(settings: Settings) -> dict:
         },
         "worker_hijack_root_logger": False,
     }
+
+
+class VolchainTask(Task):
+    """Base of every volchain task: acked only after it ran (a worker killed mid-task leaves its
+    message to be delivered again), and one WARNING line per message delivered again (its worker
+    died holding it, or Redis restored it), which operators and bench/chaos.py count."""
+
+    acks_late = True
+
+    def before_start(self, task_id, args, kwargs) -> None:
+        if (self.request.delivery_info or {}).get("redelivered"):
+            logging.getLogger("volchain.redelivery").warning("redelivered: %s %s", self.name, task_id)
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

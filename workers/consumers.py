@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task
 from celery.exceptions import Ignore
 from sqlalchemy.exc import OperationalError
 
@@ -38,20 +37,19 @@ from tasks.provision import flow as provision_flow
 from tasks.runner import flow_row, park
 from tasks.schedule import flow as schedule_flow
 from tasks.snapshot import flow as snapshot_flow
-from workers.app import app
+from workers.app import VolchainTask, app
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
 
-class ConsumerTask(Task):
+class ConsumerTask(VolchainTask):
     """A consumer: transient database errors retried with backoff; a message that still fails is
     not dropped silently: its flow is parked `needs_attention` with the reason (recorded even when
     the flow's first step never committed), for `volchain flow list --state needs_attention`."""
 
-    acks_late = True
     throws = errors.EXPECTED_ERRORS
-    autoretry_for = (OperationalError,)
+    autoretry_for = (OperationalError, errors.ServiceUnavailable)  # the database or the broker away
     retry_backoff = True
     retry_backoff_max = 30
     max_retries = 10
@@ -81,7 +79,7 @@ STARTED_BY = {casts.SCHEDULER_CREATE: schedule_flow.KIND, casts.VOLUME_CREATE: p
 NOT_COMMITTED_RETRIES = 8  # 0.05 s doubling: about 10 s for the sender's transaction to commit
 
 
-def _run(task: Task, body: dict[str, Any], step, flow_id: str, kind: str | None = None) -> dict[str, Any]:
+def _run(task: ConsumerTask, body: dict[str, Any], step, flow_id: str, kind: str | None = None) -> dict[str, Any]:
     """Run `step` of `flow_id`; `kind` starts the flow from the message when it is new."""
     _check_version(body)
     rt = get_runtime()

@@ -1,7 +1,7 @@
 """Per-process runtime: the session factory, the StepEnv built from settings, and the step runner.
 
 The runner is tasks.runner.run_step, or, when VOLCHAIN_FAILURE_INJECTION is on (tests only),
-workers.failure_injection.run_step around it.
+workers.failure_injection.run_step around it (and its compensation_steps around the reverts).
 
 Built lazily in the process that uses it, and dropped after a fork, so pool children never
 share database connections with their parent.
@@ -29,6 +29,7 @@ class Runtime:
     factory: sessionmaker[Session]
     env: StepEnv
     run_step: Callable  # tasks.runner.run_step, or the failure-injecting one (tests)
+    compensation_steps: Callable[[list], list]  # the steps a compensation reverts (tests may wrap them)
 
 
 _runtime: Runtime | None = None
@@ -103,12 +104,12 @@ def _size_pool_for_threads(sender=None, **_kwargs) -> None:
         _threads = int(getattr(sender, "concurrency", 0) or 0)
 
 
-def _step_runner(settings: Settings) -> Callable:
+def _step_runner(settings: Settings) -> tuple[Callable, Callable[[list], list]]:
     if settings.failure_injection:
         from workers import failure_injection
 
-        return failure_injection.run_step
-    return runner.run_step
+        return failure_injection.run_step, failure_injection.compensation_steps
+    return runner.run_step, list
 
 
 def require_database(settings: Settings) -> str:
@@ -127,11 +128,13 @@ def get_runtime() -> Runtime:
             if _runtime is None:
                 settings = get_settings()
                 require_database(settings)
+                run_step, compensation_steps = _step_runner(settings)
                 _runtime = Runtime(
                     settings=settings,
                     factory=session_factory(settings.database_url, max(settings.db_pool_size, _threads)),
                     env=step_env(settings, publish_cast),
-                    run_step=_step_runner(settings),
+                    run_step=run_step,
+                    compensation_steps=compensation_steps,
                 )
     return _runtime
 

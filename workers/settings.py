@@ -11,7 +11,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_DATA_DIR = Path("volchain-data")
@@ -95,14 +95,27 @@ class Settings(BaseSettings):
     step_queue: str = Field("volchain.steps", description="Queue the five chain steps run on.")
     compensate_queue: str = Field("volchain.compensate", description="Queue of compensation tasks.")
     scheduler_queue: str = Field("scheduler", description="Queue that unpinned creates are cast to.")
+    # Timeouts, in the order they fire after a worker dies holding a message (docs/failure-model.md):
+    # Redis hands the message to another worker after visibility_timeout (checked every
+    # unacked_restore_seconds); only a flow still stuck flow_deadline_seconds after its last
+    # progress (its message lost with the broker) is finished by the sweeper, within one more
+    # sweep_interval_seconds. The settings refuse a deadline that could fire first.
     visibility_timeout: int = Field(
-        300, description="Seconds before Redis redelivers an unacked step; must exceed the longest step."
+        120, ge=1, description="Seconds before Redis gives an unacked message (its worker died) to another worker; "
+        "should exceed the longest step (a longer one is safe: its copy waits on the flow lock and replays)."
+    )
+    unacked_restore_seconds: int = Field(
+        5, ge=1, description="How often each worker looks for unacked messages past the visibility timeout."
     )
     task_events: bool = Field(True, description="Send task events (Flower needs them).")
     flow_deadline_seconds: int = Field(
-        120, description="A flow with no progress for this long is driven to an end by the sweeper."
+        180, ge=1, description="A flow with no progress for this long is driven to an end by the sweeper; "
+        "must exceed visibility_timeout + unacked_restore_seconds, so redelivery comes first."
     )
     sweep_interval_seconds: float = Field(30.0, description="How often the sweeper runs.")
+    sweeper_alive_file: Path | None = Field(
+        None, description="The sweeper touches this file after every pass (a container health check reads its age)."
+    )
     compensate_max_retries: int = Field(
         20, description="Retries of a failing compensation before its flow is parked as needs_attention."
     )
@@ -154,12 +167,27 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(256 * 1024, description="Largest request body the API reads.")
     api_public_url: str | None = Field(None, description="Base URL for links; unset: taken from the request.")
 
+    @model_validator(mode="after")
+    def _redelivery_before_deadline(self) -> "Settings":
+        redelivered_by = self.visibility_timeout + self.unacked_restore_seconds
+        if self.flow_deadline_seconds <= redelivered_by:
+            raise ValueError(
+                f"VOLCHAIN_FLOW_DEADLINE_SECONDS ({self.flow_deadline_seconds}) must exceed VOLCHAIN_VISIBILITY_TIMEOUT + "
+                f"VOLCHAIN_UNACKED_RESTORE_SECONDS ({redelivered_by}): a message held by a worker that died must be "
+                "redelivered before the sweeper takes its flow over")
+        return self
+
     # Test facility.
     failure_injection: bool = Field(
         False,
         description="Honour a create request's `_inject` key (tests only; workers/failure_injection.py is "
         "installed only then). Off in production.",
     )
+    kill_at: str | None = Field(
+        None, description="With failure_injection: SIGKILL this worker at `<step>:<when>[,...]` (when: before, "
+        "before_commit, after_commit, revert), once per flow (tests only; workers/failure_injection.py)."
+    )
+    kill_marks_dir: Path | None = Field(None, description="Where kill_at records the kills done; unset: the temp dir.")
 
 
 @lru_cache(maxsize=1)

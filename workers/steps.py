@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-from celery import Task
 from celery.exceptions import Ignore
 from sqlalchemy.exc import OperationalError
 
@@ -20,20 +19,21 @@ from tasks import errors
 from tasks.create.flow import FINAL_STEP, STEPS
 from tasks.runner import compensate, error_dict, park, record_failure
 from workers import outcome
-from workers.app import app
+from workers.app import VolchainTask, app
 from workers.runtime import get_runtime
 from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-# Database errors worth another try: deadlock, serialization failure, lost connection.
-TRANSIENT = (OperationalError,)
+# Worth another try: the database's deadlock, serialization failure or lost connection, and the
+# broker away while a cast is sent (a retry needs the broker too; if it is still away, the flow
+# stays running and the sweeper finishes it).
+TRANSIENT = (OperationalError, errors.ServiceUnavailable)
 
 
-class StepTask(Task):
+class StepTask(VolchainTask):
     """A chain step: retried on transient database errors (1 s, 2 s, 4 s ... with jitter)."""
 
-    acks_late = True
     throws = errors.EXPECTED_ERRORS
     autoretry_for = TRANSIENT
     retry_backoff = True
@@ -54,12 +54,13 @@ def _make_step_task(step):
         except errors.FlowNotRunning as exc:
             log.info("%s", exc)
             raise Ignore() from exc  # the flow ended already: stop this copy of the chain quietly
-        except errors.VolchainError as exc:
-            _record(rt, flow_id, step.name, exc.to_dict())
-            raise
         except TRANSIENT as exc:
             if self.request.retries >= self.max_retries:  # Celery retries it unless this was the last try
-                _record(rt, flow_id, step.name, error_dict(exc))
+                _record(rt, flow_id, step.name, exc.to_dict() if isinstance(exc, errors.VolchainError)
+                        else error_dict(exc))
+            raise
+        except errors.VolchainError as exc:
+            _record(rt, flow_id, step.name, exc.to_dict())
             raise
         except Exception as exc:
             _record(rt, flow_id, step.name, error_dict(exc))
@@ -91,11 +92,10 @@ def _notify(rt, flow_id: str, state: str) -> None:
 STEP_TASKS = {step.name: _make_step_task(step) for step in STEPS}
 
 
-class CompensateTask(Task):
+class CompensateTask(VolchainTask):
     """Compensation: any error is retried with backoff; when the retries run out, `on_failure`
     parks the flow as needs_attention (never dropped) and announces it."""
 
-    acks_late = True
     autoretry_for = (Exception,)
     retry_backoff = True
     retry_backoff_max = 30
@@ -114,7 +114,7 @@ def compensate_flow(self, flow_id: str) -> str:
     """Undo every recorded step of a failed create, in reverse; idempotent."""
     rt = get_runtime()
     try:
-        state = compensate(rt.factory, flow_id, STEPS, rt.env)
+        state = compensate(rt.factory, flow_id, rt.compensation_steps(STEPS), rt.env)
     except errors.FlowNotFound:
         log.error("flow %s: nothing to compensate, no such flow", flow_id)
         return "missing"
@@ -132,4 +132,4 @@ def sweep_task() -> dict:
         return {"leader": False}
     return {"leader": True, "expired_reservations": report.expired_reservations,
             "resumed": report.resumed, "compensated": report.compensated, "parked": report.parked,
-            "pruned": report.pruned}
+            "pruned": report.pruned, "redriven": report.redriven}

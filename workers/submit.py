@@ -16,7 +16,7 @@ from models.db import engine_of
 from models.flow_log import FlowRun, FlowState
 from tasks import errors
 from tasks.context import RequestContext
-from tasks.create.flow import STEPS
+from tasks.create.flow import KIND, STEPS
 from tasks.runner import compensate, record_failure
 from workers import outcome
 from workers.runtime import get_runtime
@@ -80,7 +80,7 @@ def submit_create_volume(
                     return earlier
             now = utcnow()
             conn.execute(_INSERT_FLOW, {
-                "id": flow_id, "kind": "create_volume", "volume_id": volume_id, "project_id": context.project_id,
+                "id": flow_id, "kind": KIND, "volume_id": volume_id, "project_id": context.project_id,
                 "user_id": context.user_id, "idempotency_key": idempotency_key, "state": FlowState.RUNNING.value,
                 "request": request, "steps": {}, "compensation_attempts": 0,
                 "caller": {"roles": list(context.roles), "is_admin": context.is_admin, "respond_async": respond_async},
@@ -96,8 +96,8 @@ def submit_create_volume(
     try:
         build_create_chain(flow_id, volume_id).apply_async()
     except Exception as exc:
-        error = errors.SubmitFailed(volume_id=volume_id, reason=f"{type(exc).__name__}: {exc}")
-        log.error("flow %s: %s", flow_id, error)
+        error = errors.SubmitFailed(volume_id=volume_id)
+        log.error("flow %s: the chain could not be sent (%s: %s)", flow_id, type(exc).__name__, exc)
         record_failure(rt.factory, flow_id, None, error.to_dict())
         compensate(rt.factory, flow_id, STEPS, rt.env)  # nothing ran yet: this only closes the flow
         raise error from exc

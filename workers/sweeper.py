@@ -1,7 +1,8 @@
 """The sweeper process: one leader (a PostgreSQL advisory lock) sweeping every few seconds.
 
 A pass expires stale reservations, finishes every stuck create flow in batches of
-VOLCHAIN_SWEEP_BATCH_SIZE (tasks/sweeper.py), then prunes finished flows past their retention
+VOLCHAIN_SWEEP_BATCH_SIZE (tasks/sweeper.py), sends again every cast the broker lost
+(tasks/redrive.py), then prunes finished flows past their retention
 (tasks/retention.py).
 
 `volchain worker sweeper` runs `run_forever`; Celery beat users may schedule the task
@@ -19,6 +20,7 @@ from sqlalchemy import text
 
 from models.db import engine_of
 from tasks.create.flow import STEPS
+from tasks.redrive import redrive
 from tasks.retention import prune
 from tasks.sweeper import SweepReport, sweep
 from workers import outcome
@@ -45,13 +47,15 @@ def sweep_once() -> SweepReport | None:
 def _sweep(rt) -> SweepReport:
     settings = rt.settings
     report = sweep(rt.factory, STEPS, rt.env, settings.flow_deadline_seconds, batch_size=settings.sweep_batch_size)
+    report.redriven = redrive(rt.factory, rt.env, settings.flow_deadline_seconds, settings.service_down_time)
     for flow_id in report.finished:
         announce_end(rt, flow_id)
     report.pruned = prune(rt.factory, settings.flow_retention_seconds, settings.idempotency_key_seconds,
                           settings.prune_batch_size)
-    if report.expired_reservations or report.finished:
-        log.warning("sweeper: expired %d reservations; resumed %d, compensated %d, parked %d flows",
-                    report.expired_reservations, len(report.resumed), len(report.compensated), len(report.parked))
+    if report.expired_reservations or report.finished or report.redriven:
+        log.warning("sweeper: expired %d reservations; resumed %d, compensated %d, parked %d flows; "
+                    "sent %d lost casts again", report.expired_reservations, len(report.resumed),
+                    len(report.compensated), len(report.parked), len(report.redriven))
     if report.pruned:
         log.info("sweeper: pruned %d finished flows from the flow log", report.pruned)
     return report
@@ -87,4 +91,6 @@ def run_forever(interval: float | None = None, stop: threading.Event | None = No
             first = (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
             log.error("sweeper: pass failed (%s: %s); trying again in %.0f s", type(exc).__name__, first, interval)
             log.debug("sweeper: pass failed", exc_info=True)
+        if rt.settings.sweeper_alive_file is not None:  # a pass ended, failed or not: the loop is alive
+            rt.settings.sweeper_alive_file.touch()
         stop.wait(interval)

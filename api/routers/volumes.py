@@ -28,6 +28,7 @@ from tasks.lookups import is_uuid_like
 from tasks.policy import WRITER_ROLES
 from workers.runtime import get_runtime
 from workers import lifecycle
+from workers.outcome import read_outcome
 from workers.submit import submit_create_volume
 
 router = APIRouter(tags=["volumes"])
@@ -116,8 +117,10 @@ async def create_volume(request: Request, s: Scope = Depends(scope)):
                                                   volume_id=sub.volume_id, just_submitted=not sub.replayed)
     if outcome.finished and not outcome.succeeded:  # the error the flow recorded, as its class
         raise errors.VolchainError.from_dict(outcome.error or errors.VolchainError().to_dict())
-    if not outcome.finished:  # answered `creating` before the outcome: if it fails, it must show as `error`
-        await run_in_threadpool(_mark_answered_early, rt, sub.flow_id)
+    if not outcome.finished and not await run_in_threadpool(_mark_answered_early, rt, sub.flow_id):
+        outcome = await run_in_threadpool(read_outcome, rt.factory, sub.flow_id)  # it ended meanwhile
+        if not outcome.succeeded:
+            raise errors.VolchainError.from_dict(outcome.error or errors.VolchainError().to_dict())
     view = await run_in_threadpool(_created_view, rt, s, sub.flow_id, sub.volume_id,
                                    sub.replayed or bool(req.get("metadata")))
     return JSONResponse({"volume": view}, status_code=202)
@@ -126,14 +129,16 @@ async def create_volume(request: Request, s: Scope = Depends(scope)):
 _FLOWS = FlowRun.__table__
 _ANSWERED_EARLY = text(  # merged on the server: the flow's steps may be writing the row meanwhile
     f"UPDATE {_FLOWS.name} SET {_FLOWS.c.caller.name} = (COALESCE({_FLOWS.c.caller.name}::jsonb, '{{}}'::jsonb) "
-    f"|| '{{\"respond_async\": true}}'::jsonb)::json WHERE {_FLOWS.c.id.name} = :flow_id")
+    f"|| '{{\"respond_async\": true}}'::jsonb)::json WHERE {_FLOWS.c.id.name} = :flow_id "
+    f"AND {_FLOWS.c.state.name} IN ('running', 'compensating') RETURNING {_FLOWS.c.id.name}")
 
 
-def _mark_answered_early(rt, flow_id: str) -> None:
+def _mark_answered_early(rt, flow_id: str) -> bool:
     """A create whose wait timed out was accepted (202) like a `Prefer: respond-async` one: mark it
-    so, and a later failure shows on GET as `error` (see `_show`), never as a 404."""
+    so, and a later failure shows on GET as `error` (see `_show`) with a user message, never as a
+    404. False when the flow ended between the wait and the mark: the caller gets its outcome."""
     with rt.factory.begin() as session:
-        session.execute(_ANSWERED_EARLY, {"flow_id": flow_id})
+        return session.execute(_ANSWERED_EARLY, {"flow_id": flow_id}).first() is not None
 
 
 def _flow(rt, flow_id: str) -> FlowRun:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from tasks.create import entry_create, extract_volume_request, quota_commit, quota_reserve, volume_cast
 
+KIND = "create_volume"  # FlowRun.kind of a create chain
 STEPS = [extract_volume_request, quota_reserve, entry_create, quota_commit, volume_cast]
 STEP_NAMES = [step.name for step in STEPS]
 FINAL_STEP = volume_cast.name

@@ -134,7 +134,8 @@ def test_a_waited_create_answered_before_its_outcome_can_be_shown(parked_api, ap
 def test_a_waited_create_answered_creating_that_fails_later_shows_as_error(parked_api, api_url, project,
                                                                           issue_token, db, check_invariant):
     """Accepted means visible: a create answered 202 `creating` because the wait ran out, then
-    failed (here: its chain lost, the sweeper gives up on it), is `error` on GET, never a 404."""
+    failed (here: its chain lost, and by the time the sweeper drives it forward the project's
+    quota is gone), is `error` on GET, never a 404, and a user message says why."""
     from tasks.create.flow import STEPS
     from tasks.sweeper import sweep
     from workers.runtime import get_runtime
@@ -149,14 +150,18 @@ def test_a_waited_create_answered_creating_that_fails_later_shows_as_error(parke
     flow = flow_of(db, vid)
     assert flow.caller["respond_async"] is True  # marked: its caller was answered before the outcome
     factory = get_runtime().factory
+    factories.set_quota(db, project, volumes=0)
     with factory() as s, s.begin():
         s.execute(update(FlowRun).where(FlowRun.id == flow.id).values(progress_at=utcnow() - timedelta(days=1)))
     sweep(factory, STEPS, get_runtime().env, 3600)
     assert wait_for_flow(db, flow.id).state == "reverted"
     with client(api_url, token) as c:
         shown = c.get(f"/v3/{project}/volumes/{vid}")
+        messages = c.get(f"/v3/{project}/messages", headers={"OpenStack-API-Version": "volume 3.3"})
     assert shown.status_code == 200, shown.text
     assert (shown.json()["volume"]["status"], shown.json()["volume"]["name"]) == ("error", "lost")
+    assert [(m["resource_uuid"], m["user_message"]) for m in messages.json()["messages"]] == [
+        (vid, "create volume:Not enough quota resource for operation.")]  # Cinder joins them with ":"
     check_invariant(project)
 
 
