@@ -86,6 +86,21 @@ def claim_redis(client, url: str) -> None:
     client.flushdb()
 
 
+@pytest.fixture(scope="module")
+def own_database(database_url):
+    """A database of the module's own, migrated, dropped at the end: for a stack whose sweeper
+    (with short deadlines) must not act on the rest of the suite's flows (bench/stack.py)."""
+    from bench.harness import create_database, drop_database
+    from models.migrate import upgrade
+
+    name, admin = create_database(PG_BASE)
+    try:
+        upgrade(f"{PG_BASE}/{name}")
+        yield f"{PG_BASE}/{name}"
+    finally:
+        drop_database(admin, name)
+
+
 @pytest.fixture(scope="session")
 def redis_client():
     import redis
