@@ -67,6 +67,7 @@ class Report:
     redriven: int = 0
     worker_exits: dict[str, list[int]] = field(default_factory=dict)
     leaked_quota: int = 0  # usage rows that differ from the rows, plus reservations left
+    allocation_drift: int = 0  # backends whose allocation counter differs from their rows
     duplicate_backend_volumes: int = 0
     vanished: int = 0  # accepted creates whose GET is a 404 (not deleted by a client)
     create_errors: Counter = field(default_factory=Counter)  # accepted creates that ended `error`, by reason
@@ -86,6 +87,7 @@ class Report:
             f"flows finished by the sweeper:  {self.sweeper_finished}",
             f"lost casts sent again:          {self.redriven}",
             f"leaked quota:                   {self.leaked_quota} (must be 0)",
+            f"allocation counters wrong:      {self.allocation_drift} (must be 0)",
             f"duplicate backend volumes:      {self.duplicate_backend_volumes} (must be 0)",
             f"accepted-then-vanished creates: {self.vanished} (must be 0)",
             f"accepted creates ended error:   {sum(self.create_errors.values())} {dict(self.create_errors)}",
@@ -96,7 +98,7 @@ class Report:
 
     @property
     def clean(self) -> bool:
-        return not (self.leaked_quota or self.duplicate_backend_volumes or self.vanished)
+        return not (self.leaked_quota or self.allocation_drift or self.duplicate_backend_volumes or self.vanished)
 
 
 def build(database_url: str, workdir: Path) -> Stack:
@@ -113,8 +115,8 @@ def build(database_url: str, workdir: Path) -> Stack:
 
 def _client(stack: Stack, project: str, rng: random.Random, until: float, report: Report,
             lock: threading.Lock) -> None:
-    """Until `until` (monotonic): creates mostly; deletes and snapshots of its volumes that are
-    `available` (asked first, as a user would)."""
+    """Until `until` (monotonic): creates mostly; extends, snapshots and deletes of its volumes
+    that are `available` (asked first, as a user would)."""
     mine: list[str] = []
     while time.monotonic() < until:
         roll = rng.random()
@@ -124,7 +126,12 @@ def _client(stack: Stack, project: str, rng: random.Random, until: float, report
             status, body = stack.api("GET", f"/volumes/{volume_id}", project)
             if status != 200 or body["volume"]["status"] != "available":
                 volume_id = None
-        if volume_id is not None and roll < 0.2:
+        if volume_id is not None and roll < 0.1:
+            size = body["volume"]["size"]
+            status, body = stack.api("POST", f"/volumes/{volume_id}/action", project,
+                                     {"os-extend": {"new_size": size + 1}})
+            kind = "extend"
+        elif volume_id is not None and roll < 0.2:
             status, body = stack.api("POST", "/snapshots", project,
                                      {"snapshot": {"volume_id": volume_id, "name": "chaos", "force": True}})
             kind = "snapshot"
@@ -196,11 +203,12 @@ def books(stack: Stack, factory, project: str, report: Report) -> None:
     from models.flow_log import FlowRun
     from models.quota import Reservation
     from models.volume import Volume
-    from tasks import reconcile
+    from tasks import allocation, reconcile
     from tasks.quota_engine import QuotaConfig
 
     with reconcile.consistent_session(factory) as s:
         report.leaked_quota = len(reconcile.check(s, QuotaConfig(), project))
+        report.allocation_drift = len(allocation.drift(s))
     with factory() as s:
         report.leaked_quota += s.scalar(select(func.count()).select_from(Reservation)
                                          .where(Reservation.project_id == project)) or 0
@@ -260,9 +268,11 @@ def run(database_url: str, workdir: Path, seconds: float = 120.0, clients: int =
         lock = threading.Lock()
         stop = threading.Event()
         started = time.monotonic()
-        threads = [threading.Thread(target=_client, args=(stack, project, random.Random(rng.random()),
-                                                          started + seconds, report, lock)) for _ in range(clients)]
-        chaos = threading.Thread(target=_chaos, args=(stack, rng, kill_every, broker_restarts, seconds, stop, report))
+        threads = [threading.Thread(target=_client, daemon=True,
+                                    args=(stack, project, random.Random(rng.random()), started + seconds, report, lock))
+                   for _ in range(clients)]
+        chaos = threading.Thread(target=_chaos, daemon=True,
+                                 args=(stack, rng, kill_every, broker_restarts, seconds, stop, report))
         for t in threads + [chaos]:
             t.start()
         for t in threads:

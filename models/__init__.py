@@ -46,3 +46,4 @@ from models.quota import Quota, QuotaClass, QuotaUsage, Reservation  # noqa: E40
 from models.quota_repair import QuotaRepair, RepairSource  # noqa: E402,F401
 from models.flow_log import FlowRun, FlowState  # noqa: E402,F401
 from models.auth_key import AuthKey  # noqa: E402,F401
+from models.allocation import Allocation  # noqa: E402,F401

@@ -35,7 +35,7 @@ from models.quota_repair import QuotaRepair, RepairSource
 from models.snapshot import Snapshot
 from models.volume import Volume, VolumeStatus
 from models.volume_type import VolumeType
-from tasks import quota_engine
+from tasks import allocation, quota_engine
 from tasks.create import quota_commit
 from tasks.sweeper import CREATE_KIND
 
@@ -198,4 +198,7 @@ def sync(factory: sessionmaker[Session], config: quota_engine.QuotaConfig, proje
     for project, resources in by_project.items():
         with factory() as session, session.begin():
             repairs += repair(session, project, resources, config, source)
+    if project_id is None:  # the whole deployment: the backends' allocation counters too
+        with factory() as session, session.begin():
+            allocation.repair(session)
     return repairs

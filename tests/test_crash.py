@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bench.stack import Stack
+from tasks import allocation
 from models.flow_log import TERMINAL_STATES, FlowRun
 from models.quota import Reservation
 from models.volume import Volume
@@ -86,6 +87,7 @@ def settle(stack: Stack, db, project: str, timeout: float = 60.0) -> dict[str, s
         from tests.invariant import assert_quota_consistent
 
         assert_quota_consistent(s, project)
+        assert allocation.drift(s) == {}, "a backend's allocation counter differs from its rows"
         assert s.scalar(select(func.count()).select_from(Reservation).where(
             Reservation.project_id == project)) == 0, "a reservation is still pending"
         live = {v.id: v for v in s.scalars(select(Volume).where(Volume.project_id == project,

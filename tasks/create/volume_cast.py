@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from models import utcnow
 from models.volume import Volume
-from tasks import casts
+from tasks import allocation, casts
 from tasks.casts import MESSAGE_VERSION, backend_queue
 from tasks.context import CreateContext
 from tasks.runner import StepEnv
@@ -89,6 +89,7 @@ def run(session: Session, ctx: CreateContext, env: StepEnv) -> dict[str, Any]:
         session.execute(
             update(Volume).where(Volume.id == ctx.volume_id).values(host=backend, scheduled_at=utcnow())
         )
+        allocation.charge(session, backend, ctx.spec["size"])
     task = casts.VOLUME_CREATE if backend else casts.SCHEDULER_CREATE
     return {"cast": casts.publish(env, task, body, ctx.volume_id)}
 

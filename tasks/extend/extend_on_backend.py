@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from drivers.base import DriverError
 from models import utcnow
 from models.volume import Volume, VolumeStatus
-from tasks import casts, errors, quota_engine, user_messages
+from tasks import allocation, casts, errors, quota_engine, user_messages
 from tasks.context import FlowContext
 from tasks.runner import StepEnv
 
@@ -62,6 +62,7 @@ def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
         quota_engine.release(session, scope[0], deltas)  # what the commit above just took
         _fail(session, vol, VolumeStatus.ERROR_EXTENDING.value, user_messages.Detail.DRIVER_FAILED_EXTEND)
         return {"driver_error": str(exc)[:500]}
+    allocation.charge(session, vol.host, new_size - vol.size)
     vol.size, vol.status, vol.updated_at = new_size, VolumeStatus.AVAILABLE.value, utcnow()
     return {"size": new_size}
 

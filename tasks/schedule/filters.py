@@ -10,9 +10,9 @@ A candidate is one pool of a volume service that is up (enabled, heartbeat young
                             that pool when the pin names one)
     CapacityFilter          the pool's free capacity covers the size
 
-Free capacity is the driver's reported total less what the database says is allocated on that
-backend (live volumes and snapshots of volumes there), so two creates scheduled between two
-heartbeats see each other. The candidates' service rows are locked while this is worked out,
+Free capacity is the driver's reported total less what is allocated on that backend (live
+volumes and snapshots of volumes there: a counter per pool, kept in the transactions that
+change it, tasks/allocation.py), so two creates scheduled between two heartbeats see each other. The candidates' service rows are locked while this is worked out,
 so concurrent schedulers take turns per backend and never hand out the same space twice.
 
 The weigher (CapacityWeigher): the most free capacity wins; ties go to the first host by name.
@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, union_all
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from models import utcnow
 from models.service import VOLUME_BINARY, Service
-from models.snapshot import Snapshot
-from models.volume import Volume
+from tasks import allocation
 
 
 @dataclass(frozen=True)
@@ -57,20 +56,6 @@ def _pools(host: str, caps: dict[str, Any] | None) -> list[tuple[str, int]]:
     pools = caps.get("pools") or [{"pool_name": caps.get("volume_backend_name") or host.split("@")[-1],
                                    "total_capacity_gb": caps.get("total_capacity_gb", 0)}]
     return [(str(p.get("pool_name")), int(p.get("total_capacity_gb") or 0)) for p in pools]
-
-
-def allocated_gb(session: Session, backend_ids: list[str]) -> dict[str, int]:
-    """GB of live volumes and of their snapshots on each pool (`host@backend#pool`), in one query.
-    A volume recorded without a pool counts toward every pool of its backend."""
-    hosts = set(backend_ids) | {b.split("#", 1)[0] for b in backend_ids}
-    volumes = (select(Volume.host.label("host"), Volume.size.label("gb"))
-               .where(Volume.host.in_(hosts), Volume.deleted.is_(False)))
-    snapshots = (select(Volume.host.label("host"), Snapshot.volume_size.label("gb"))
-                 .join(Volume, Volume.id == Snapshot.volume_id)
-                 .where(Volume.host.in_(hosts), Snapshot.deleted.is_(False)))
-    both = union_all(volumes, snapshots).subquery()
-    totals = dict(session.execute(select(both.c.host, func.sum(both.c.gb)).group_by(both.c.host)).all())
-    return {b: int(totals.get(b, 0)) + int(totals.get(b.split("#", 1)[0], 0)) for b in backend_ids}
 
 
 _UP_SERVICES = (
@@ -113,7 +98,7 @@ def candidates(session: Session, spec: dict[str, Any], down_time: float) -> tupl
                 pools.append(cand)
             else:
                 reasons.append(f"{cand.backend_id}: not the pinned backend {pin}")
-    allocated = allocated_gb(session, [c.backend_id for c in pools]) if pools else {}
+    allocated = allocation.allocated(session, [c.backend_id for c in pools]) if pools else {}
     passed: list[Candidate] = []
     for cand in pools:
         cand = dataclasses.replace(cand, allocated_gb=allocated[cand.backend_id])

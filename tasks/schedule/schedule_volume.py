@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from models import utcnow
 from models.volume import Volume, VolumeStatus
-from tasks import casts, usage, user_messages
+from tasks import allocation, casts, usage, user_messages
 from tasks.context import FlowContext
 from tasks.runner import StepEnv
 from tasks.schedule import filters
@@ -33,7 +33,7 @@ from tasks.schedule import filters
 name = "schedule_volume"
 
 
-_LOCK_VOLUME = (select(Volume.status, Volume.deleted, Volume.host, Volume.project_id)
+_LOCK_VOLUME = (select(Volume.status, Volume.deleted, Volume.host, Volume.project_id, Volume.size)
                 .where(Volume.id == bindparam("volume_id")).with_for_update())
 _SET = update(Volume).where(Volume.id == bindparam("volume_id"))
 
@@ -59,6 +59,7 @@ def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
     best = found[0]
     conn.execute(_SET.values(host=best.backend_id, availability_zone=best.availability_zone, scheduled_at=now,
                              updated_at=now), {"volume_id": ctx.volume_id})
+    allocation.charge(session, best.backend_id, vol.size)
     body = {**ctx.request, "message_id": casts.message_id(ctx.flow_id, name), "queue": casts.backend_queue(best.host),
             "host": best.backend_id, "allow_reschedule": False, "scheduled_by": ctx.flow_id,
             "sent_at": now.isoformat()}

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from models import utcnow
 from models.snapshot import Snapshot, SnapshotMetadata
 from models.volume_type import VolumeType
-from tasks import casts, errors, fields, lookups, quota_engine, usage
+from tasks import allocation, casts, errors, fields, lookups, quota_engine, usage
 from tasks.context import FlowContext
 from tasks.runner import StepEnv
 
@@ -58,6 +58,7 @@ def run(session: Session, ctx: FlowContext, env: StepEnv) -> dict[str, Any]:
         use_quota=True, deleted=False, created_at=utcnow(),
     ))
     session.flush()
+    allocation.charge(session, vol.host, vol.size)
     for key, value in metadata.items():
         session.add(SnapshotMetadata(snapshot_id=snapshot_id, key=key, value=value))
     body = casts.flow_message(ctx.flow_id, name, casts.backend_queue(vol.host), vol.id, vol.project_id,
