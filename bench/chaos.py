@@ -72,7 +72,8 @@ class Report:
     vanished: int = 0  # accepted creates whose GET is a 404 (not deleted by a client)
     create_errors: Counter = field(default_factory=Counter)  # accepted creates that ended `error`, by reason
     slowest_flow: float = 0.0  # seconds from a flow's start to its end
-    slowest_create: float = 0.0  # seconds from an accepted create to its volume available or error
+    slowest_create: float = 0.0  # seconds from an accepted create to the end of its last create flow
+    odd_creates: list[str] = field(default_factory=list)  # accepted creates whose flows disagree with their volume
     bound: float = 0.0
 
     def lines(self) -> list[str]:
@@ -93,6 +94,7 @@ class Report:
             f"accepted creates ended error:   {sum(self.create_errors.values())} {dict(self.create_errors)}",
             f"slowest flow, start to end:     {self.slowest_flow:.1f} s",
             f"slowest create, 202 to end:     {self.slowest_create:.1f} s",
+            f"creates whose flows disagree:   {len(self.odd_creates)} {self.odd_creates[:3]}",
             f"bound (sweep period + deadline): {self.bound:.0f} s, after the chaos stops",
         ]
 
@@ -212,11 +214,17 @@ def books(stack: Stack, factory, project: str, report: Report) -> None:
     with factory() as s:
         report.leaked_quota += s.scalar(select(func.count()).select_from(Reservation)
                                          .where(Reservation.project_id == project)) or 0
-        flows = s.execute(select(FlowRun.kind, FlowRun.state, FlowRun.created_at, FlowRun.finished_at)
-                          .where(FlowRun.project_id == project)).all()
+        flows = s.execute(select(FlowRun.kind, FlowRun.state, FlowRun.created_at, FlowRun.finished_at,
+                                 FlowRun.volume_id, FlowRun.steps).where(FlowRun.project_id == project)).all()
         volumes = {v.id: v for v in s.scalars(select(Volume).where(Volume.project_id == project))}
-    report.flows = Counter(f"{kind}:{state}" for kind, state, _, _ in flows)
-    report.slowest_flow = max(((end - start).total_seconds() for _, _, start, end in flows if end), default=0.0)
+    report.flows = Counter(f"{kind}:{state}" for kind, state, *_ in flows)
+    report.slowest_flow = max(((f.finished_at - f.created_at).total_seconds() for f in flows if f.finished_at),
+                              default=0.0)
+    create_kinds = ("create_volume", "schedule_volume", "provision_volume")
+    by_volume: dict[str, list] = {}
+    for f in flows:
+        if f.kind in create_kinds:
+            by_volume.setdefault(f.volume_id, []).append(f)
     on_backend: Counter = Counter()
     for host, ids in stack.backend_files().items():
         for volume_id in ids:
@@ -234,9 +242,14 @@ def books(stack: Stack, factory, project: str, report: Report) -> None:
             report.vanished += status == 404
         if vol is not None and vol.status == "error":
             report.create_errors[vol.error_message or "no reason recorded"] += 1
-        if vol is not None and vol.status in ("available", "error") and vol.updated_at:
-            ended = (vol.updated_at - vol.created_at).total_seconds()
-            report.slowest_create = max(report.slowest_create, ended)
+        ends = [f.finished_at for f in by_volume.get(volume_id, []) if f.finished_at]
+        if vol is not None and ends:
+            report.slowest_create = max(report.slowest_create, (max(ends) - vol.created_at).total_seconds())
+        kinds = Counter(f"{f.kind}:{f.state}" for f in by_volume.get(volume_id, []))
+        expected = {"create_volume:succeeded": 1, "schedule_volume:succeeded": 1, "provision_volume:succeeded": 1}
+        if vol is not None and vol.status == "available" and kinds != Counter(expected):
+            steps = {f.kind: sorted((f.steps or {}).keys()) for f in by_volume.get(volume_id, [])}
+            report.odd_creates.append(f"{volume_id}: {dict(kinds)} use_quota={vol.use_quota} {steps}")
     logs = [role.log for role in stack.roles.values()]
     text = "".join(p.read_text(errors="replace") for p in logs if p.exists())
     report.redeliveries = text.count("redelivered: ")
