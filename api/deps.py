@@ -93,11 +93,12 @@ def base_url(request: Request) -> str:
 
 async def scope(request: Request, who: Identity = Depends(identity)) -> Scope:
     url_project = request.path_params.get("project_id")
-    if url_project is not None:
-        if not _project_re(get_runtime().settings.project_id_regex).match(url_project):
-            raise HTTPError(404, "The resource could not be found.")
-        if url_project != who.project_id:
-            raise HTTPError(400, "Malformed request url")
+    # One rule for the project a request acts in, whichever auth strategy named it: the URL's, or
+    # on a project-less URL the token's, must look like a project id (Cinder's URL pattern).
+    if not _project_re(get_runtime().settings.project_id_regex).match(url_project or who.project_id):
+        raise HTTPError(404, "The resource could not be found.")
+    if url_project is not None and url_project != who.project_id:
+        raise HTTPError(400, "Malformed request url")
     return Scope(identity=who, project_id=who.project_id, url_project=url_project,
                  version=request.state.version, base_url=base_url(request))
 

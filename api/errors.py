@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.microversion import InvalidVersionString, VersionNotAcceptable
 from tasks import errors
@@ -26,12 +27,14 @@ FAULT_NAMES = {
     405: "badMethod",
     409: "conflictingRequest",
     413: "overLimit",
+    422: "unprocessableEntity",
     415: "badMediaType",
     501: "notImplemented",
     503: "serviceUnavailable",
 }
 GENERIC_500 = "The server has either erred or is incapable of performing the requested operation."
 UNAVAILABLE = "The volume service is unavailable. Try again later."
+RETRY_AFTER_OUTAGE = "5"  # seconds
 
 
 class HTTPError(Exception):
@@ -50,6 +53,8 @@ def fault(status: int, message: str, headers: dict[str, str] | None = None) -> J
     headers = dict(headers or {})
     if status == 413:
         body["retryAfter"] = headers.setdefault("Retry-After", "0")
+    if status == 503:  # an outage: when to try again
+        headers.setdefault("Retry-After", RETRY_AFTER_OUTAGE)
     return JSONResponse({name: body}, status_code=status, headers=headers)
 
 
@@ -62,11 +67,24 @@ def error_response(exc: errors.VolchainError) -> JSONResponse:
     return fault(exc.http_status, message, exc.headers)
 
 
+def _allowed(request: Request) -> str:
+    """Every method some route takes at this path (RFC 9110: a 405 carries `Allow`): the routes
+    are asked once per method, as the router itself would match them."""
+    allowed = [method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                      for route in request.app.routes)]
+    return ", ".join(allowed)
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", "req-?")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.VolchainError)
-    async def _volchain(_request: Request, exc: errors.VolchainError):
+    async def _volchain(request: Request, exc: errors.VolchainError):
         if exc.http_status >= 500:
-            log.error("%s: %s", exc.type_name, exc)
+            log.error("%s: %s %s: %s: %s", _request_id(request), request.method, request.url.path, exc.type_name, exc)
         return error_response(exc)
 
     @app.exception_handler(HTTPError)
@@ -86,11 +104,11 @@ def install(app: FastAPI) -> None:
         return fault(400, "Malformed request body")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _starlette(_request: Request, exc: StarletteHTTPException):
+    async def _starlette(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 404:
             return fault(404, "The resource could not be found.")
         if exc.status_code == 405:
-            return fault(405, "The method is not allowed for the requested URL.")
+            return fault(405, "The method is not allowed for the requested URL.", {"Allow": _allowed(request)})
         return fault(exc.status_code, str(exc.detail))
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
@@ -99,11 +117,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(kombu.exceptions.OperationalError)
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
-    async def _outage(_request: Request, exc: Exception):  # the database or the broker is away or overloaded
-        log.error("service unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+    async def _outage(request: Request, exc: Exception):  # the database or the broker is away or overloaded
+        log.error("%s: %s %s: service unavailable: %s: %s", _request_id(request), request.method, request.url.path,
+                  type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return fault(503, UNAVAILABLE)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception):
-        log.exception("unexpected error")
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("%s: %s %s: unexpected error", _request_id(request), request.method, request.url.path)
         return fault(500, GENERIC_500)

@@ -2,9 +2,11 @@
 
 Every answer carries a request id (`X-OpenStack-Request-Id`, and `X-Compute-Request-Id` as
 Cinder sends too), the microversion it was served at, and `Vary` on the version header. The
-version is negotiated before routing (400 or 406 for a bad one); a body declared larger than the
-limit is refused with 413 before it is read; an unexpected exception still answers a
-Cinder-shaped 500 with these headers.
+version is negotiated before routing (400 or 406 for a bad one); a body larger than the limit is
+refused with 413, before it is read when its length is declared, and as soon as the limit is
+passed when it is not (chunked): no more than the limit is ever held. A NUL character in the
+path or the query string is a 400 (PostgreSQL cannot store one). An unexpected exception still
+answers a Cinder-shaped 500 with these headers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from workers.runtime import get_runtime
 log = logging.getLogger(__name__)
 
 _HEADER_KEY = HEADER.lower().encode()
+TOO_LARGE = "Request is too large."
+NUL_IN_URL = "Invalid input received: the URL contains a NUL character."
+
+
+class BodyTooLarge(Exception):
+    """The body passed the limit while it was being read."""
+
 _OURS = frozenset({b"x-openstack-request-id", b"x-compute-request-id", _HEADER_KEY, b"vary"})  # ours replace any
 
 
@@ -40,13 +49,29 @@ class OpenStackHeaders:
                               scope, receive, send)
             return
         scope.setdefault("state", {})["version"] = version
+        scope["state"]["request_id"] = request_id.decode()  # for the error log lines (api/errors.py)
         echoed = f"{SERVICE} {version}"
+        limit = get_runtime().settings.api_max_body_bytes
         length = headers.get(b"content-length", b"")
-        if length.isdigit() and int(length) > get_runtime().settings.api_max_body_bytes:
-            await self._reply(errors.fault(413, "Request is too large."), echoed, request_id, scope, receive, send)
+        if length.isdigit() and int(length) > limit:
+            await self._reply(errors.fault(413, TOO_LARGE), echoed, request_id, scope, receive, send)
+            return
+        query = scope.get("query_string", b"").lower()
+        if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
+            await self._reply(errors.fault(400, NUL_IN_URL), echoed, request_id, scope, receive, send)
             return
         extra = _extra_headers(request_id, echoed)
         started = False
+        received = 0
+
+        async def bounded_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge()
+            return message
 
         async def send_with_headers(message) -> None:
             nonlocal started
@@ -57,9 +82,13 @@ class OpenStackHeaders:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, bounded_receive, send_with_headers)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._reply(errors.fault(413, TOO_LARGE), echoed, request_id, scope, receive, send)
         except Exception:
-            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            log.exception("%s: unexpected error on %s %s", request_id.decode(), scope.get("method"), scope.get("path"))
             if started:
                 raise
             await self._reply(errors.fault(500, errors.GENERIC_500), echoed, request_id, scope, receive, send)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 from cli.parsing import UsageError, positive_int
 
@@ -30,6 +32,22 @@ def run(args: argparse.Namespace) -> int:
     if is_embedded(settings):
         raise UsageError("volchain api", "the API needs a shared broker: set VOLCHAIN_BROKER_URL "
                          "(e.g. redis://127.0.0.1:6379/0) and run `volchain worker`")
+    # volchain's own loggers at --log-level too (warning by default: the noauth warning, every 5xx).
+    root = logging.getLogger()
+    root.setLevel(min(root.level, getattr(logging, args.log_level.upper())))
+    print(startup_line(settings, args), file=sys.stderr, flush=True)
     uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
                 proxy_headers=False, server_header=False)
     return 0
+
+
+def startup_line(settings, args: argparse.Namespace) -> str:
+    """Where the API listens and what it talks to, credentials hidden."""
+    from kombu.utils.url import maybe_sanitize_url
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.database_url).render_as_string(hide_password=True) if settings.database_url \
+        else "unset"
+    return (f"volchain api: listening on http://{args.host}:{args.port} ({args.workers} process"
+            f"{'es' if args.workers > 1 else ''}), auth {settings.auth_strategy}, database {database}, "
+            f"broker {maybe_sanitize_url(settings.broker_url)}")

@@ -294,6 +294,11 @@ EXPECTED_ERRORS = (Invalid, NotAuthorized, NotFound, Conflict, QuotaError,
                    VolumeTypeDefaultMisconfiguredError, InjectedFailure)
 
 
+class IdempotencyKeyReused(VolchainError):
+    http_status = 422
+    message = "This Idempotency-Key was used with a different request; use a new key for a new request."
+
+
 class SubmitFailed(ServiceUnavailable):
     message = "The volume service is unavailable: the create of volume %(volume_id)s could not be queued. Try again later."
 
@@ -326,5 +331,5 @@ REGISTRY: dict[str, type[VolchainError]] = {klass.__name__: klass for klass in (
     QuotaError, VolumeSizeExceedsAvailableQuota, VolumeSizeExceedsLimit, VolumeLimitExceeded, SnapshotLimitExceeded,
     UnexpectedOverQuota, QuotaUsageOverflow,
     VolumeTypeDefaultMisconfiguredError, CastFailed, ReservationExpired, FlowAborted, CastNotReady,
-    InjectedFailure, OverQuota, SubmitFailed, ServiceUnavailable,
+    InjectedFailure, OverQuota, SubmitFailed, ServiceUnavailable, IdempotencyKeyReused,
 )}

@@ -186,6 +186,11 @@ def _under_load(stack: Stack, project: str, hurt) -> list[str]:
             t.join()
     assert accepted, "no create was accepted"
     assert {status for status, _ in refused} <= {503}, f"a create refused with something other than 503: {refused}"
+    for _, body in refused:  # an outage is told in general words: no host, port or class of ours
+        assert body == {"serviceUnavailable": {"code": 503, "message": body["serviceUnavailable"]["message"]}}
+        assert "127.0.0.1" not in body["serviceUnavailable"]["message"]
+        assert str(stack.redis.port) not in body["serviceUnavailable"]["message"]
+        assert "Error" not in body["serviceUnavailable"]["message"]
     return accepted
 
 

@@ -305,13 +305,14 @@ def test_a_cast_that_arrives_before_its_sender_commits_is_not_lost(lifecycle, db
 
 def test_ids_that_cannot_exist_are_404s(lifecycle, db, env):
     http, project = env
-    for method, path in (("DELETE", "volumes/%00"), ("GET", "volumes/%00"), ("GET", "snapshots/%00"),
-                         ("DELETE", "snapshots/not-a-uuid"), ("GET", "volumes/%00/metadata"),
-                         ("POST", "volumes/%00/action")):
+    for method, path, status in (("DELETE", "volumes/%00", 400), ("GET", "volumes/%00", 400),
+                                 ("GET", "snapshots/%00", 400), ("DELETE", "snapshots/not-a-uuid", 404),
+                                 ("GET", "volumes/not-a-uuid/metadata", 404), ("POST", "volumes/x%00/action", 400),
+                                 ("POST", "volumes/not-a-uuid/action", 404)):
         resp = http.request(method, f"/v3/{project}/{path}",
                             json={"os-extend": {"new_size": 2}} if method == "POST" else None)
-        assert resp.status_code == 404, (method, path, resp.text)
-    resp = http.get(f"/v3/{project}/messages/%00", headers={"OpenStack-API-Version": "volume 3.3"})
+        assert resp.status_code == status, (method, path, resp.text)  # a NUL anywhere in the URL: 400
+    resp = http.get(f"/v3/{project}/messages/not-a-uuid", headers={"OpenStack-API-Version": "volume 3.3"})
     assert resp.status_code == 404
     vid = create(http, project)
     wait_status(db, vid, "available")

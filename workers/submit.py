@@ -75,7 +75,7 @@ def submit_create_volume(
         with engine_of(rt.factory).connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             if idempotency_key is not None:
-                earlier = _find_by_key(conn, context.project_id, idempotency_key)
+                earlier = _find_by_key(conn, context.project_id, idempotency_key, request)
                 if earlier is not None:
                     return earlier
             now = utcnow()
@@ -88,7 +88,7 @@ def submit_create_volume(
             })
     except IntegrityError:
         with engine_of(rt.factory).connect() as conn:
-            earlier = _find_by_key(conn, context.project_id, idempotency_key)
+            earlier = _find_by_key(conn, context.project_id, idempotency_key, request)
         if earlier is None:
             raise
         return earlier
@@ -104,11 +104,19 @@ def submit_create_volume(
     return Submission(flow_id, volume_id)
 
 
-def _find_by_key(conn, project_id: str, key: str) -> Submission | None:
+def _find_by_key(conn, project_id: str, key: str, request: dict[str, Any]) -> Submission | None:
+    """The earlier submission with this key, if any. The key names one request: reused with a
+    different one, it is refused (the IETF Idempotency-Key draft's 422), not answered with the
+    first request's volume."""
     row = conn.execute(
-        select(FlowRun.id, FlowRun.volume_id).where(FlowRun.project_id == project_id, FlowRun.idempotency_key == key)
+        select(FlowRun.id, FlowRun.volume_id, FlowRun.request)
+        .where(FlowRun.project_id == project_id, FlowRun.idempotency_key == key)
     ).first()
-    return Submission(row.id, row.volume_id, replayed=True) if row else None
+    if row is None:
+        return None
+    if row.request != request:
+        raise errors.IdempotencyKeyReused()
+    return Submission(row.id, row.volume_id, replayed=True)
 
 
 def wait_for_flow(flow_id: str, timeout: float = 30.0) -> outcome.FlowOutcome:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from api import views
@@ -12,7 +12,7 @@ from api.errors import HTTPError
 from api.routers.volumes import json_body
 from api.schemas import QUOTA_CLASS_SET, QUOTA_SET, validate
 from models.quota import Quota
-from models.volume_type import VolumeType
+from models.volume_type import VolumeType, VolumeTypeProject
 from tasks import errors, quota_engine
 from tasks.quota_engine import DEFAULT_CLASS
 from workers.runtime import get_runtime
@@ -21,26 +21,36 @@ router = APIRouter(tags=["quotas"])
 IGNORED_KEYS = ("tenant_id", "id")
 
 
-def _resource_names(session) -> list[str]:
-    types = list(session.scalars(select(VolumeType.name).where(VolumeType.deleted.is_(False)).order_by(VolumeType.name)))
-    return views.quota_order(types)
+def _resource_names(session, visible_to: str | None = None) -> list[str]:
+    """Every resource, in Cinder's order; with `visible_to`, the per-type ones of the public types
+    and of the private types that project may use only: a project never learns the name of
+    another project's private type (admins see all)."""
+    query = select(VolumeType.name).where(VolumeType.deleted.is_(False)).order_by(VolumeType.name)
+    if visible_to is not None:
+        query = query.where(or_(VolumeType.is_public.is_(True), VolumeType.id.in_(
+            select(VolumeTypeProject.volume_type_id).where(VolumeTypeProject.project_id == visible_to))))
+    return views.quota_order(list(session.scalars(query)))
 
 
-def quota_set(session, project_id: str, usage: bool) -> dict:
+def _visible_to(s: Scope) -> str | None:
+    return None if s.is_admin else s.project_id
+
+
+def quota_set(session, project_id: str, usage: bool, visible_to: str | None = None) -> dict:
     rt = get_runtime()
     report = quota_engine.usage_report(session, project_id, rt.env.quota)
     out: dict = {}
-    for name in _resource_names(session):
+    for name in _resource_names(session, visible_to):
         row = report.get(name, {"limit": -1, "in_use": 0, "reserved": 0})
         out[name] = row if usage else row["limit"]
     return out
 
 
-def default_limits() -> dict[str, int]:
-    """The default class's limits for every resource, in Cinder's order."""
+def default_limits(visible_to: str | None = None) -> dict[str, int]:
+    """The default class's limits for every resource (as `_resource_names`), in Cinder's order."""
     rt = get_runtime()
     with rt.factory() as session:
-        names = _resource_names(session)
+        names = _resource_names(session, visible_to)
         limits = quota_engine.class_limits(session, names, rt.env.quota)
     return {n: limits[n] for n in names}
 
@@ -68,7 +78,7 @@ async def show_quota(target: str, request: Request, s: Scope = Depends(scope)):
 
     def run():
         with get_runtime().factory() as session:
-            return {"quota_set": {**quota_set(session, target, usage), "id": target}}
+            return {"quota_set": {**quota_set(session, target, usage, _visible_to(s)), "id": target}}
 
     return await run_in_threadpool(run)
 
@@ -77,7 +87,7 @@ async def show_quota(target: str, request: Request, s: Scope = Depends(scope)):
 async def show_defaults(target: str, s: Scope = Depends(scope)):
     _target(s, target)
 
-    return {"quota_set": {**await run_in_threadpool(default_limits), "id": target}}
+    return {"quota_set": {**await run_in_threadpool(default_limits, _visible_to(s)), "id": target}}
 
 
 @router.put("/os-quota-sets/{target}", summary="Set a project's quota (admin)")

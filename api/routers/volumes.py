@@ -47,14 +47,47 @@ BODY_TO_REQUEST = {
 }
 
 
+MAX_JSON_DEPTH = 32  # Cinder's bodies nest 4 deep; metadata values are strings
+
+
 async def json_body(request: Request) -> Any:
+    """The request's JSON body, or a 400 for anything PostgreSQL or Cinder would refuse: not JSON,
+    nested deeper than MAX_JSON_DEPTH, or a string (key or value) holding a NUL character or an
+    unpaired surrogate. (The size is bounded while reading: api/middleware.py.)"""
     raw = await request.body()
     if len(raw) > get_runtime().settings.api_max_body_bytes:
         raise HTTPError(413, "Request is too large.")
     try:
-        return json.loads(raw)
-    except ValueError:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
         raise HTTPError(400, "Malformed request body") from None
+    _check_json(body)
+    return body
+
+
+def _check_json(body: Any) -> None:
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise HTTPError(400, f"Malformed request body: nested deeper than {MAX_JSON_DEPTH} levels.")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    _check_text(key)
+                stack.append((item, depth + 1))
+        elif isinstance(value, str):
+            _check_text(value)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise HTTPError(400, "Invalid input received: a string contains a NUL character.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPError(400, "Invalid input received: a string contains an unpaired surrogate.") from None
 
 
 NAME_KEYS, DESCRIPTION_KEYS = ("name", "display_name"), ("description", "display_description")

@@ -9,11 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from models.quota import QuotaClass
 from models.service import Service
-from models.volume_type import VolumeType
+from models.volume_type import VolumeType, VolumeTypeProject
 from tests import factories
 from tests.api.helpers import assert_fault, client, new_project
 
@@ -23,21 +23,26 @@ DEFAULT_LIMITS = {"volumes": 10, "per_volume_gigabytes": -1, "snapshots": 10, "g
                   "backup_gigabytes": 1000, "groups": 10}
 
 
-def type_names(db) -> list[str]:
-    """Live type names, in the database's own name order."""
+def type_names(db, visible_to: str | None = None) -> list[str]:
+    """Live type names, in the database's own name order; with `visible_to`, only the public ones
+    and the private ones that project may use (what a non-admin's quota lists)."""
+    query = select(VolumeType.name).where(VolumeType.deleted.is_(False)).order_by(VolumeType.name)
+    if visible_to is not None:
+        query = query.where(or_(VolumeType.is_public.is_(True), VolumeType.id.in_(
+            select(VolumeTypeProject.volume_type_id).where(VolumeTypeProject.project_id == visible_to))))
     with db() as s:
-        return list(s.scalars(select(VolumeType.name).where(VolumeType.deleted.is_(False)).order_by(VolumeType.name)))
+        return list(s.scalars(query))
 
 
-def expected_quota_keys(db) -> list[str]:
+def expected_quota_keys(db, visible_to: str | None = None) -> list[str]:
     """Cinder's order: the base resources, a (volumes, gigabytes, snapshots) triple per type, groups."""
     keys = list(BASE_ORDER)
-    for name in type_names(db):
+    for name in type_names(db, visible_to):
         keys += [f"volumes_{name}", f"gigabytes_{name}", f"snapshots_{name}"]
     return keys + ["groups"]
 
 
-def assert_quota_key_order(keys: list[str], db) -> None:
+def assert_quota_key_order(keys: list[str], db, visible_to: str | None = None) -> None:
     assert keys[:6] == BASE_ORDER
     assert keys[-1] == "groups"
     middle = keys[6:-1]
@@ -48,7 +53,7 @@ def assert_quota_key_order(keys: list[str], db) -> None:
         name = vol.removeprefix("volumes_")
         assert [vol, gb, snap] == [f"volumes_{name}", f"gigabytes_{name}", f"snapshots_{name}"]
         names.append(name)
-    assert sorted(names) == sorted(type_names(db))
+    assert sorted(names) == sorted(type_names(db, visible_to))
     assert "__DEFAULT__" in names
 
 
@@ -186,8 +191,8 @@ def test_quota_show_with_usage_has_cinders_structure_and_order(api_url, project,
     body = empty.json()["quota_set"]
     keys = list(body)
     assert keys[-1] == "id" and body["id"] == project
-    assert_quota_key_order(keys[:-1], db)
-    assert keys[:-1] == expected_quota_keys(db)
+    assert_quota_key_order(keys[:-1], db, visible_to=project)
+    assert keys[:-1] == expected_quota_keys(db, visible_to=project)
     for name in keys[:-1]:
         assert list(body[name]) == ["limit", "in_use", "reserved"], name
         limit = DEFAULT_LIMITS.get(name, -1)
@@ -261,7 +266,7 @@ def test_quota_defaults_ignore_the_projects_own_limits(api_url, project, issue_t
         own = c.get(f"/v3/{project}/os-quota-sets/{project}").json()["quota_set"]
     assert own["volumes"] == 3
     assert defaults.status_code == 200, defaults.text
-    keys = expected_quota_keys(db)
+    keys = expected_quota_keys(db, visible_to=project)
     assert list(defaults.json()["quota_set"]) == keys + ["id"]
     assert defaults.json()["quota_set"] == {**{k: DEFAULT_LIMITS.get(k, -1) for k in keys}, "id": project}
 
