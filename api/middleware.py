@@ -12,6 +12,7 @@ answers a Cinder-shaped 500 with these headers.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from api import errors
@@ -19,6 +20,7 @@ from api.microversion import HEADER, SERVICE, InvalidVersionString, VersionNotAc
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("volchain.access")  # one line per request; `volchain api` turns it on
 
 _HEADER_KEY = HEADER.lower().encode()
 TOO_LARGE = "Request is too large."
@@ -63,6 +65,8 @@ class OpenStackHeaders:
         extra = _extra_headers(request_id, echoed)
         started = False
         received = 0
+        status = 0
+        began = time.perf_counter()
 
         async def bounded_receive():
             nonlocal received
@@ -74,9 +78,9 @@ class OpenStackHeaders:
             return message
 
         async def send_with_headers(message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in _OURS]
                 message = {**message, "headers": [*kept, *extra]}
             await send(message)
@@ -86,12 +90,18 @@ class OpenStackHeaders:
         except BodyTooLarge:
             if started:
                 raise
+            status = 413
             await self._reply(errors.fault(413, TOO_LARGE), echoed, request_id, scope, receive, send)
         except Exception:
             log.exception("%s: unexpected error on %s %s", request_id.decode(), scope.get("method"), scope.get("path"))
             if started:
                 raise
+            status = 500
             await self._reply(errors.fault(500, errors.GENERIC_500), echoed, request_id, scope, receive, send)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            access.info("%s %s %s %s %d %.1fms", request_id.decode(), client[0], scope.get("method"),
+                        scope.get("path"), status, (time.perf_counter() - began) * 1000)
 
     @staticmethod
     async def _reply(response, echoed: str, request_id: bytes, scope, receive, send) -> None:

@@ -17,6 +17,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=positive_int, default=8776)
     p.add_argument("--workers", type=positive_int, default=1, help="API processes")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--no-access-log", action="store_true", help="do not log one line per request (volchain.access)")
     p.set_defaults(handler=run)
 
 
@@ -32,12 +33,15 @@ def run(args: argparse.Namespace) -> int:
     if is_embedded(settings):
         raise UsageError("volchain api", "the API needs a shared broker: set VOLCHAIN_BROKER_URL "
                          "(e.g. redis://127.0.0.1:6379/0) and run `volchain worker`")
-    # volchain's own loggers at --log-level too (warning by default: the noauth warning, every 5xx).
+    # volchain's own loggers at --log-level too (warning by default: the noauth warning, every 5xx),
+    # uvicorn's through the same handler (log_config=None), and the access log unless asked not to.
     root = logging.getLogger()
     root.setLevel(min(root.level, getattr(logging, args.log_level.upper())))
+    if not args.no_access_log:
+        logging.getLogger("volchain.access").setLevel(logging.INFO)
     print(startup_line(settings, args), file=sys.stderr, flush=True)
     uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
-                proxy_headers=False, server_header=False)
+                log_config=None, access_log=False, proxy_headers=False, server_header=False)
     return 0
 
 

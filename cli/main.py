@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from cli import api, create, db, demo, flows, images, quota, services, token, volume_types, volumes, worker
+from cli import api, create, db, demo, flows, images, logs, quota, services, token, volume_types, volumes, worker
 from cli.parsing import ArgumentParser, UsageError
 
 COMMANDS = (db, worker, api, token, demo, create, quota, volume_types, images, services, flows, volumes)
@@ -53,6 +53,7 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from kombu.exceptions import OperationalError as BrokerError
+    from pydantic import ValidationError
     from redis.exceptions import RedisError
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         level = LOG_LEVELS[min(args.verbose, len(LOG_LEVELS) - 1)]
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        logs.configure(level)
         return run(args)
     except SystemExit as exc:  # --help and friends
         return exc.code if isinstance(exc.code, int) else 0
@@ -78,8 +79,16 @@ def main(argv: list[str] | None = None) -> int:
                      "(is the database reachable, and migrated with `volchain db upgrade`?)")
     except (BrokerError, RedisError) as exc:
         return _fail(f"{PROG}: error: broker: {type(exc).__name__}: {exc} (is VOLCHAIN_BROKER_URL reachable?)")
+    except ValidationError as exc:  # a setting from the environment is wrong
+        return _fail(f"{PROG}: error: invalid settings: " + "; ".join(_setting_error(e) for e in exc.errors()))
     except KeyboardInterrupt:
         return 130
+
+
+def _setting_error(error: dict) -> str:
+    """`VOLCHAIN_<FIELD>: what is wrong` (a rule across fields names its variables itself)."""
+    field = "_".join(map(str, error["loc"])).upper()
+    return (f"VOLCHAIN_{field}: " if field else "") + error["msg"].removeprefix("Value error, ")
 
 
 if __name__ == "__main__":

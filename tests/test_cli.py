@@ -386,3 +386,13 @@ def test_upgrading_a_database_of_the_stored_step_functions_drops_them_and_the_pl
     finally:
         engine.dispose()
     assert left == ["volchainish"] and plans == 0
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"VOLCHAIN_LOG_FORMAT": "xml"}, "invalid settings: VOLCHAIN_LOG_FORMAT: Input should be 'text' or 'json'"),
+    ({"VOLCHAIN_FLOW_DEADLINE_SECONDS": "10"},
+     "invalid settings: VOLCHAIN_FLOW_DEADLINE_SECONDS (10) must exceed VOLCHAIN_VISIBILITY_TIMEOUT"),
+])
+def test_a_wrong_setting_is_one_line_naming_it(env, fragment):
+    assert_one_line_error(volchain("quota", "show", "--project", "ab", env={**os.environ, **WORKER_ENV, **env}),
+                          fragment)

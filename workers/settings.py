@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from functools import lru_cache
+from typing import Literal
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -166,6 +167,8 @@ class Settings(BaseSettings):
     )
     api_max_body_bytes: int = Field(256 * 1024, description="Largest request body the API reads.")
     api_public_url: str | None = Field(None, description="Base URL for links; unset: taken from the request.")
+    log_format: Literal["text", "json"] = Field("text", description="How the CLI's processes log: text lines, or "
+                                                "JSON lines (time, level, logger, message, traceback).")
 
     @model_validator(mode="after")
     def _redelivery_before_deadline(self) -> "Settings":

@@ -208,3 +208,24 @@ def test_a_method_the_url_does_not_take_is_a_405_with_allow(api_url, issue_token
     assert resp.headers["Allow"] == "GET, PUT, DELETE"
     with client(api_url, issue_token(project)) as c:
         assert c.patch(f"/v3/{project}/volumes").headers["Allow"] == "GET, POST"
+
+
+def test_the_api_logs_each_request_and_logs_json_lines_when_asked(workers, tmp_path, issue_token):
+    import json
+
+    port = free_port()
+    log = tmp_path / "api.log"
+    proc = start_api(port, "token", extra_env={"VOLCHAIN_LOG_FORMAT": "json"}, log_path=log)
+    project = new_project()
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/")
+        with client(f"http://127.0.0.1:{port}", issue_token(project)) as c:
+            resp = c.get(f"/v3/{project}/volumes")
+    finally:
+        stop_worker(proc)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "volchain.access"]
+    request_id = resp.headers["X-OpenStack-Request-Id"]
+    assert any(line["message"].startswith(f"{request_id} 127.0.0.1 GET /v3/{project}/volumes 200 ")
+               and line["level"] == "INFO" for line in access), access
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
