@@ -212,18 +212,23 @@ UNKNOWN_FAILURE = {"type": "VolchainError", "code": 500, "message": "The create 
 
 
 def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], env: StepEnv,
-               context: type = CreateContext) -> str:
+               context: type = CreateContext, only_failed: bool = False) -> str:
     """Undo every recorded step of a flow, in reverse, in one transaction; return the end state.
 
     Each `revert` gets the flow's context rebuilt from its log (with the error that stopped the
     flow as `ctx.failure`) and its own step's recorded result. Idempotent: a finished flow is
-    left as it is, a reverted step is not reverted again.
+    left as it is, a reverted step is not reverted again. With `only_failed` (the chain's
+    errback), a flow still `running` is left as it is too: no step recorded a failure, so the
+    task that fired the errback failed for a passing reason (its retry could not be queued while
+    the broker was away); the flow goes on, or the sweeper drives it forward.
     """
     with factory.begin() as session:
         flow = session.scalar(select(FlowRun).where(FlowRun.id == flow_id).with_for_update())
         if flow is None:
             raise errors.FlowNotFound(flow_id=flow_id)
         if FlowState(flow.state) in TERMINAL_STATES:
+            return flow.state
+        if only_failed and flow.state == FlowState.RUNNING.value:
             return flow.state
         now = utcnow()
         if flow.error is None:

@@ -205,7 +205,8 @@ def _every_accepted_create_ends_available(stack: Stack, db, project: str, accept
     failed = [v for v, status in ends.items() if status != "available"]
     if failed:
         with db() as s:
-            why = Counter(v.error_message for v in s.scalars(select(Volume).where(Volume.id.in_(failed))))
+            why = Counter((f.kind, f.state, f.failed_step, (f.error or {}).get("type"), (f.error or {}).get("message"))
+                          for f in s.scalars(select(FlowRun).where(FlowRun.volume_id.in_(failed))))
         pytest.fail(f"{len(failed)} of {len(ends)} accepted creates ended in error: {dict(why)}")
     assert set(accepted) <= set(statuses)
     # A worker that gave up on the broker exited non-zero, for its supervisor to restart it.

@@ -269,3 +269,18 @@ def test_a_kept_connection_whose_server_went_away_is_replaced(db, project, check
     _run(db, ctx, STEPS[1:])
     assert _flow(db, ctx.flow_id).state == "succeeded"
     check_invariant(project)
+
+
+def test_the_errback_leaves_a_flow_that_recorded_no_failure_running(db, project, check_invariant):
+    """A step task whose retry could not be queued fails without recording why; the chain's errback
+    (compensate with only_failed) must not undo a flow that merely waits, the sweeper finishes it."""
+    ctx = factories.start_flow_directly(db, factories.member(project), size=1)
+    _run(db, ctx, STEPS[:4])
+    assert compensate(db, ctx.flow_id, STEPS, _env(), only_failed=True) == "running"
+    with db() as s:
+        flow = s.get(FlowRun, ctx.flow_id)
+        assert (flow.state, flow.error) == ("running", None)
+        assert {r["state"] for r in flow.steps.values()} == {"done"}
+    record_failure(db, ctx.flow_id, "volume_cast", errors.CastFailed(volume_id=ctx.volume_id).to_dict())
+    assert compensate(db, ctx.flow_id, STEPS, _env(), only_failed=True) == "reverted"  # a recorded failure is undone
+    check_invariant(project)

@@ -78,7 +78,7 @@ def _record(rt, flow_id: str, step: str, error: dict) -> None:
     chain's errback (the compensation) before it calls `on_failure`."""
     try:
         record_failure(rt.factory, flow_id, step, error)
-    except Exception:  # the compensation task will still run and record a generic error
+    except Exception:  # the flow stays running: the errback leaves it, the sweeper finishes it
         log.exception("flow %s: could not record the failure of %s", flow_id, step)
 
 
@@ -111,13 +111,18 @@ class CompensateTask(VolchainTask):
 
 @app.task(name="volchain.create.compensate", bind=True, base=CompensateTask)
 def compensate_flow(self, flow_id: str) -> str:
-    """Undo every recorded step of a failed create, in reverse; idempotent."""
+    """Undo every recorded step of a failed create, in reverse; idempotent. A flow with no failure
+    recorded is not compensated (tasks/runner.compensate, `only_failed`)."""
     rt = get_runtime()
     try:
-        state = compensate(rt.factory, flow_id, rt.compensation_steps(STEPS), rt.env)
+        state = compensate(rt.factory, flow_id, rt.compensation_steps(STEPS), rt.env, only_failed=True)
     except errors.FlowNotFound:
         log.error("flow %s: nothing to compensate, no such flow", flow_id)
         return "missing"
+    if state == "running":
+        log.warning("flow %s: a step failed without recording why (a retry the broker could not take); "
+                    "not compensated: it goes on, or the sweeper finishes it", flow_id)
+        return state
     _notify(rt, flow_id, state)
     return state
 
