@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from api import errors
 from api.microversion import MIN_VERSION
+from api.deps import project_in_path
 from api.middleware import OpenStackHeaders
 from api.routers import (default_types, discovery, limits, messages, quotas, services, snapshots, versions,
                          volume_metadata, volume_types, volumes, zones)
@@ -48,11 +50,39 @@ def create_app() -> FastAPI:
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix="/v3", include_in_schema=False)
     for router in RESOURCE_ROUTERS:
-        app.include_router(router, prefix="/v3/{project_id}")
+        app.include_router(router, prefix="/v3/{project_id}", dependencies=[Depends(project_in_path)])
     app.include_router(versions.router)  # last: `/v3/{project_id}` must not shadow `/v3/volumes`
 
     app.add_middleware(OpenStackHeaders)
+    app.openapi = lambda: openapi_document(app)
     return app
+
+
+FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound", 413: "overLimit",
+          503: "serviceUnavailable"}
+
+
+def openapi_document(app: FastAPI) -> dict:
+    """FastAPI's document, with the answers the API really gives: Cinder's fault body for the
+    errors every operation may answer, and no 422 (a request that does not validate is a 400)."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        fault = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}}}
+        document.setdefault("components", {}).setdefault("schemas", {})["Fault"] = fault
+        for operations in document["paths"].values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                for status, name in FAULTS.items():
+                    responses.setdefault(str(status), {
+                        "description": f"`{{\"{name}\": {{\"code\": {status}, \"message\": ...}}}}`",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Fault"}}}})
+        for schemas in ("HTTPValidationError", "ValidationError"):
+            document["components"]["schemas"].pop(schemas, None)
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 app = create_app()
