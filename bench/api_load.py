@@ -37,7 +37,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,8 @@ if str(REPO) not in sys.path:  # run as `python bench/api_load.py` from anywhere
     sys.path.insert(0, str(REPO))
 
 from bench.harness import (  # noqa: E402
-    BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, tree_cpu,
+    BenchError, check_redis, cpu_delta, create_database, drop_database, free_port, log, percentile, pg_cpu,
+    tree_cpu,
 )
 from workers.settings import default_worker_concurrency  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -205,12 +205,6 @@ def clean_env(database_url: str, redis_url: str) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     })
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:

@@ -39,6 +39,15 @@ def check_redis(r, url: str, our_keys: tuple[str, ...]) -> None:
                          "it is emptied before and after a run, so give the bench a db of its own (--redis)")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def create_database(pg: str) -> tuple[str, object]:
     """A new, empty database `volchain_bench_<random>`; returns its name and an admin engine."""
     from sqlalchemy import create_engine, text

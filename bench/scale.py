@@ -42,7 +42,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,8 @@ if str(REPO) not in sys.path:  # run as `python bench/scale.py` from anywhere
 
 from bench.chain_throughput import OUR_KEYS, clean_env, fmt, stop_worker, tail  # noqa: E402
 from bench.harness import (  # noqa: E402
-    BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, tree_cpu,
+    BenchError, check_redis, cpu_delta, create_database, drop_database, free_port, log, percentile, pg_cpu,
+    tree_cpu,
 )
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -280,12 +280,6 @@ def quota_drift(engine) -> list:
 # --------------------------------------------------------------------------------------------
 # A stack: one database, one Redis db, its processes and its API
 # --------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def next_db(url: str) -> str:
     base, _, db = url.rpartition("/")

@@ -179,12 +179,7 @@ def check_invariant(db):
     return check
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.harness import free_port  # noqa: E402,F401  (tests import it from here)
 
 
 def start_api(port: int, auth_strategy: str, extra_env: dict | None = None,
