@@ -58,11 +58,12 @@ def recorded_cast(flow: FlowRun) -> dict[str, Any] | None:
     return None
 
 
-def _consumer_up(session: Session, queue: str, down_time: float) -> bool:
-    if queue.startswith("volume."):
-        host = queue.removeprefix("volume.")
-        return any(s.host == host for s in up_services(session, VOLUME_BINARY, down_time))
-    return bool(up_services(session, SCHEDULER_BINARY, down_time))
+def consuming_queues(session: Session, scheduler_queue: str, down_time: float) -> set[str]:
+    """The queues whose consumer is up now: the scheduler's, and each up volume service's."""
+    queues = {casts.backend_queue(s.host) for s in up_services(session, VOLUME_BINARY, down_time)}
+    if up_services(session, SCHEDULER_BINARY, down_time):
+        queues.add(scheduler_queue)
+    return queues
 
 
 def _lost(session: Session, flow: FlowRun, cast: dict[str, Any]) -> bool:
@@ -106,9 +107,10 @@ def redrive(factory: sessionmaker[Session], env: StepEnv, deadline_seconds: int,
     sent = []
     with factory() as session:
         candidates = waiting_senders(session, deadline_seconds, limit)
+        consuming = consuming_queues(session, env.scheduler_queue, down_time) if candidates else set()
     for flow_id in candidates:
         try:
-            message_id = _redrive_one(factory, env, flow_id, down_time)
+            message_id = _redrive_one(factory, env, flow_id, consuming)
         except errors.ServiceUnavailable:
             log.warning("sweeper: the broker is away; lost casts are sent again on a later pass")
             break
@@ -120,7 +122,7 @@ def redrive(factory: sessionmaker[Session], env: StepEnv, deadline_seconds: int,
     return sent
 
 
-def _redrive_one(factory: sessionmaker[Session], env: StepEnv, flow_id: str, down_time: float) -> str | None:
+def _redrive_one(factory: sessionmaker[Session], env: StepEnv, flow_id: str, consuming: set[str]) -> str | None:
     with factory() as session, session.begin():
         flow = session.scalars(select(FlowRun).where(FlowRun.id == flow_id)
                                .with_for_update(skip_locked=True)).one_or_none()
@@ -130,7 +132,7 @@ def _redrive_one(factory: sessionmaker[Session], env: StepEnv, flow_id: str, dow
         cast = recorded_cast(flow)
         if cast is None or "body" not in cast or not _lost(session, flow, cast):
             return None  # consumed, being consumed, or recorded by a release that did not keep the body
-        if not _consumer_up(session, cast["queue"], down_time):
+        if cast["queue"] not in consuming:
             return None  # a service that is down keeps its queue; looked at again after a deadline
         casts.publish(env, cast["task"], cast["body"], flow.volume_id)
     log.warning("sweeper: flow %s: its cast %s to %s was not taken; sent it again", flow_id, cast["message_id"],
