@@ -6,9 +6,8 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from fastapi.openapi.utils import get_openapi
 
-from api import errors
+from api import errors, openapi
 from api.microversion import MIN_VERSION
 from api.deps import project_in_path
 from api.middleware import OpenStackHeaders
@@ -54,35 +53,8 @@ def create_app() -> FastAPI:
     app.include_router(versions.router)  # last: `/v3/{project_id}` must not shadow `/v3/volumes`
 
     app.add_middleware(OpenStackHeaders)
-    app.openapi = lambda: openapi_document(app)
+    app.openapi = lambda: openapi.document(app)
     return app
-
-
-FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound", 413: "overLimit",
-          503: "serviceUnavailable"}
-
-
-def openapi_document(app: FastAPI) -> dict:
-    """FastAPI's document, with the answers the API really gives: Cinder's fault body for the
-    errors every operation may answer, and no 422 (a request that does not validate is a 400)."""
-    if app.openapi_schema is None:
-        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        fault = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}}}
-        document.setdefault("components", {}).setdefault("schemas", {})["Fault"] = fault
-        for operations in document["paths"].values():
-            for operation in operations.values():
-                responses = operation.setdefault("responses", {})
-                responses.pop("422", None)
-                for status, name in FAULTS.items():
-                    responses.setdefault(str(status), {
-                        "description": f"`{{\"{name}\": {{\"code\": {status}, \"message\": ...}}}}`",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Fault"}}}})
-        for schemas in ("HTTPValidationError", "ValidationError"):
-            document["components"]["schemas"].pop(schemas, None)
-        app.openapi_schema = document
-    return app.openapi_schema
 
 
 app = create_app()

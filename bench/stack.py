@@ -160,7 +160,7 @@ class Stack:
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         return self._add("api", ["api", "--host", "127.0.0.1", "--port", str(port)], celery=False,
-                         VOLCHAIN_AUTH_STRATEGY="noauth", **extra)
+                         **{"VOLCHAIN_AUTH_STRATEGY": "noauth", **extra})
 
     # --- life
 
