@@ -76,6 +76,13 @@ def _allowed(request: Request) -> str:
     return ", ".join(allowed)
 
 
+def logged_path(scope) -> str:
+    """The path as the client sent it (percent-encoded), for a log line: a decoded path could
+    carry a newline or other control characters into the log."""
+    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    return raw.decode("ascii", "backslashreplace")
+
+
 def _request_id(request: Request) -> str:
     return getattr(request.state, "request_id", "req-?")
 
@@ -84,7 +91,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.VolchainError)
     async def _volchain(request: Request, exc: errors.VolchainError):
         if exc.http_status >= 500:
-            log.error("%s: %s %s: %s: %s", _request_id(request), request.method, request.url.path, exc.type_name, exc)
+            log.error("%s: %s %s: %s: %s", _request_id(request), request.method, logged_path(request.scope),
+                      exc.type_name, exc)
         return error_response(exc)
 
     @app.exception_handler(HTTPError)
@@ -118,11 +126,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
     async def _outage(request: Request, exc: Exception):  # the database or the broker is away or overloaded
-        log.error("%s: %s %s: service unavailable: %s: %s", _request_id(request), request.method, request.url.path,
+        log.error("%s: %s %s: service unavailable: %s: %s", _request_id(request), request.method,
+                  logged_path(request.scope),
                   type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return fault(503, UNAVAILABLE)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.exception("%s: %s %s: unexpected error", _request_id(request), request.method, request.url.path)
+        log.exception("%s: %s %s: unexpected error", _request_id(request), request.method,
+                      logged_path(request.scope))
         return fault(500, GENERIC_500)

@@ -93,7 +93,8 @@ class OpenStackHeaders:
             status = 413
             await self._reply(errors.fault(413, TOO_LARGE), echoed, request_id, scope, receive, send)
         except Exception:
-            log.exception("%s: unexpected error on %s %s", request_id.decode(), scope.get("method"), scope.get("path"))
+            log.exception("%s: unexpected error on %s %s", request_id.decode(), scope.get("method"),
+                          errors.logged_path(scope))
             if started:
                 raise
             status = 500
@@ -101,7 +102,7 @@ class OpenStackHeaders:
         finally:
             client = scope.get("client") or ("-", 0)
             access.info("%s %s %s %s %d %.1fms", request_id.decode(), client[0], scope.get("method"),
-                        scope.get("path"), status, (time.perf_counter() - began) * 1000)
+                        errors.logged_path(scope), status, (time.perf_counter() - began) * 1000)
 
     @staticmethod
     async def _reply(response, echoed: str, request_id: bytes, scope, receive, send) -> None:

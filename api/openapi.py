@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.errors import FAULT_NAMES
+from api.microversion import HEADER, MAX_VERSION, MIN_VERSION
 
 FAULT_REF = {"$ref": "#/components/schemas/Fault"}
 FAULT = {
@@ -41,6 +42,12 @@ WHY = {
 }
 EVERY_OPERATION = (400, 413)  # the middleware bounds every body and refuses NUL in the URL
 WITH_A_TOKEN = (401, 404, 406, 503)  # auth, the URL's project, the microversion, an outage
+MICROVERSION = {
+    "name": HEADER, "in": "header", "required": False,
+    "description": f"`volume 3.N`, {MIN_VERSION} to {MAX_VERSION} (`volume latest` for the newest); "
+                   f"{MIN_VERSION} when absent. Answers carry the version used.",
+    "schema": {"type": "string", "pattern": r"^volume (3\.[0-9]+|latest)$"},
+}
 
 
 def fault_answer(status: int) -> dict[str, Any]:
@@ -76,6 +83,8 @@ def document(app: FastAPI) -> dict[str, Any]:
                 if responses.get("422", {}).get("description") == "Validation Error":  # FastAPI's own
                     del responses["422"]
                 common = EVERY_OPERATION + (WITH_A_TOKEN if operation.get("security") else ())
+                if operation.get("security"):
+                    operation.setdefault("parameters", []).append(MICROVERSION)
                 for status in common:
                     responses.setdefault(str(status), fault_answer(status))
         app.openapi_schema = doc

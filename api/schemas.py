@@ -84,6 +84,10 @@ def create_volume_schema(version: APIVersion) -> dict[str, Any]:
     }
 
 
+# What /openapi.json shows for a create: the newest microversion's body (older ones also take
+# unknown keys in `volume`, and no group_id before 3.13 nor backup_id before 3.47).
+CREATE_VOLUME_DOCUMENTED = create_volume_schema(v("3.53"))
+
 _SCHEMAS: dict[APIVersion, dict] = {}
 
 
@@ -116,6 +120,42 @@ RESET_STATUS = {
     },
     "required": ["os-reset_status"],
     "additionalProperties": False,
+}
+
+# The bodies below are checked in the routes, key by key, with Cinder's own messages (not
+# jsonschema's); these schemas describe the same rules for /openapi.json.
+VOLUME_ACTION = {
+    "type": "object",
+    "description": "Exactly one action.",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": {
+        "os-extend": {"type": "object", "properties": {"new_size": SIZE}, "required": ["new_size"]},
+        "os-force_delete": {"description": "Admin only; the value is ignored."},
+        "os-reset_status": RESET_STATUS["properties"]["os-reset_status"],
+    },
+    "additionalProperties": False,
+}
+_SNAPSHOT_TEXT = {"name": NAME, "description": NAME, "display_name": NAME, "display_description": NAME}
+SNAPSHOT_CREATE = {
+    "type": "object",
+    "properties": {"snapshot": {"type": "object", "properties": {
+        "volume_id": UUID, **_SNAPSHOT_TEXT, "force": {"type": ["boolean", "string"]}, "metadata": METADATA},
+        "required": ["volume_id"]}},
+    "required": ["snapshot"],
+}
+SNAPSHOT_UPDATE = {
+    "type": "object",
+    "properties": {"snapshot": {"type": "object", "properties": _SNAPSHOT_TEXT, "minProperties": 1,
+                                "additionalProperties": False}},
+    "required": ["snapshot"],
+}
+ONE_EXTRA_SPEC = {
+    "type": "object",
+    "description": "One item, whose key is the URL's `{key}`.",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "additionalProperties": {"type": "string", "maxLength": 255},
 }
 
 VOLUME_TYPE_CREATE = {

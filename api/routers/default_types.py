@@ -17,6 +17,7 @@ from api.deps import Scope, scope
 from api.errors import HTTPError
 from api.microversion import v
 from api.routers.volumes import json_body
+from api.openapi import answers, request_body
 from api.schemas import validate
 from models import utcnow
 from models.default_type import DefaultType
@@ -59,7 +60,8 @@ def _check(s: Scope, target: str | None = None, *, own_allowed: bool = False) ->
             raise HTTPError(404, f"Project with id {target} not found.") from None
 
 
-@router.put("/default-types/{target}", summary="Set a project's default volume type (3.62, admin)")
+@router.put("/default-types/{target}", summary="Set a project's default volume type (3.62, admin)",
+            responses=answers(403), openapi_extra=request_body(SET_DEFAULT_TYPE))
 async def set_default_type(target: str, request: Request, s: Scope = Depends(scope)):
     if s.version < DEFAULT_TYPE_OVERRIDES:
         raise HTTPError(404, NOT_FOUND)
@@ -85,7 +87,7 @@ async def set_default_type(target: str, request: Request, s: Scope = Depends(sco
     return await run_in_threadpool(run)
 
 
-@router.get("/default-types", summary="Every project's default volume type (3.62, admin)")
+@router.get("/default-types", summary="Every project's default volume type (3.62, admin)", responses=answers(403))
 async def list_default_types(s: Scope = Depends(scope)):
     _check(s)
 
@@ -98,7 +100,8 @@ async def list_default_types(s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.get("/default-types/{target}", summary="A project's default volume type (3.62; admin, or the project)")
+@router.get("/default-types/{target}", summary="A project's default volume type (3.62; admin, or the project)",
+            responses=answers(403))
 async def show_default_type(target: str, s: Scope = Depends(scope)):
     _check(s, target, own_allowed=True)
 
@@ -112,7 +115,8 @@ async def show_default_type(target: str, s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.delete("/default-types/{target}", status_code=204, summary="Unset a project's default type (3.62, admin)")
+@router.delete("/default-types/{target}", status_code=204, summary="Unset a project's default type (3.62, admin)",
+               responses=answers(403))
 async def unset_default_type(target: str, s: Scope = Depends(scope)):
     if s.version < DEFAULT_TYPE_OVERRIDES:
         raise HTTPError(404, NOT_FOUND)

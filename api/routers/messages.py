@@ -19,6 +19,7 @@ from api import views
 from api.deps import Scope, scope
 from api.errors import HTTPError
 from api.microversion import v
+from api.openapi import answers
 from models import utcnow
 from models.message import Message
 from tasks import errors, user_messages
@@ -105,7 +106,7 @@ async def show_message(message_id: str, s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.delete("/messages/{message_id}", status_code=204, summary="Delete a message (3.3)")
+@router.delete("/messages/{message_id}", status_code=204, summary="Delete a message (3.3)", responses=answers(403))
 async def delete_message(message_id: str, s: Scope = Depends(scope)):
     _require_version(s)
 

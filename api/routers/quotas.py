@@ -10,6 +10,7 @@ from api import views
 from api.deps import Scope, require_admin, scope
 from api.errors import HTTPError
 from api.routers.volumes import json_body
+from api.openapi import answers, request_body
 from api.schemas import QUOTA_CLASS_SET, QUOTA_SET, validate
 from models.quota import Quota
 from models.volume_type import VolumeType, VolumeTypeProject
@@ -71,7 +72,8 @@ def _usage_flag(request: Request) -> bool:
     return (request.query_params.get("usage") or "").lower() in ("true", "1", "yes", "on", "y", "t")
 
 
-@router.get("/os-quota-sets/{target}", summary="A project's quota (with ?usage=true: limit, in_use, reserved)")
+@router.get("/os-quota-sets/{target}", summary="A project's quota (with ?usage=true: limit, in_use, reserved)",
+            responses=answers(403))
 async def show_quota(target: str, request: Request, s: Scope = Depends(scope)):
     _target(s, target)
     usage = _usage_flag(request)
@@ -83,14 +85,15 @@ async def show_quota(target: str, request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.get("/os-quota-sets/{target}/defaults", summary="The limits a project gets by default")
+@router.get("/os-quota-sets/{target}/defaults", summary="The limits a project gets by default", responses=answers(403))
 async def show_defaults(target: str, s: Scope = Depends(scope)):
     _target(s, target)
 
     return {"quota_set": {**await run_in_threadpool(default_limits, _visible_to(s)), "id": target}}
 
 
-@router.put("/os-quota-sets/{target}", summary="Set a project's quota (admin)")
+@router.put("/os-quota-sets/{target}", summary="Set a project's quota (admin)", responses=answers(403),
+            openapi_extra=request_body(QUOTA_SET))
 async def update_quota(target: str, request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:quotas:update")
     body = await json_body(request)
@@ -118,7 +121,8 @@ async def update_quota(target: str, request: Request, s: Scope = Depends(scope))
     return await run_in_threadpool(run)
 
 
-@router.delete("/os-quota-sets/{target}", summary="Reset a project's quota to the defaults (admin)")
+@router.delete("/os-quota-sets/{target}", summary="Reset a project's quota to the defaults (admin)",
+               responses=answers(403))
 async def reset_quota(target: str, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:quotas:delete")
 
@@ -130,7 +134,7 @@ async def reset_quota(target: str, s: Scope = Depends(scope)):
     return {}
 
 
-@router.get("/os-quota-class-sets/{class_name}", summary="A quota class (admin)")
+@router.get("/os-quota-class-sets/{class_name}", summary="A quota class (admin)", responses=answers(403))
 async def show_class(class_name: str, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:quota_classes")
     _only_default(class_name)
@@ -138,7 +142,8 @@ async def show_class(class_name: str, s: Scope = Depends(scope)):
     return {"quota_class_set": {**await run_in_threadpool(default_limits), "id": class_name}}
 
 
-@router.put("/os-quota-class-sets/{class_name}", summary="Set a quota class (admin)")
+@router.put("/os-quota-class-sets/{class_name}", summary="Set a quota class (admin)", responses=answers(403),
+            openapi_extra=request_body(QUOTA_CLASS_SET))
 async def update_class(class_name: str, request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:quota_classes:update")
     _only_default(class_name)

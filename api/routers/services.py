@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Scope, require_admin, scope
 from api.microversion import APIVersion, v
 from api.routers.volumes import json_body
+from api.openapi import answers, request_body
 from api.schemas import validate
 from models import utcnow
 from models.service import VOLUME_BINARY, Service
@@ -101,7 +102,7 @@ def service_view(svc: Service, version: APIVersion, down_time: float, now: datet
     return view
 
 
-@router.get("/os-services", summary="List services, filtered by ?host= and ?binary= (admin)")
+@router.get("/os-services", summary="List services, filtered by ?host= and ?binary= (admin)", responses=answers(403))
 async def list_services(request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:services:index")
     host = request.query_params.get("host")
@@ -143,7 +144,8 @@ def _set_disabled(body: dict, *, disabled: bool, reason: str | None = None) -> d
             "disabled": disabled}
 
 
-@router.put("/os-services/enable", summary="Enable a service (admin)")
+@router.put("/os-services/enable", summary="Enable a service (admin)", responses=answers(403),
+            openapi_extra=request_body(ENABLE_OR_DISABLE))
 async def enable(request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:services:update")
     body = await json_body(request)
@@ -151,7 +153,8 @@ async def enable(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_set_disabled, body, disabled=False)
 
 
-@router.put("/os-services/disable", summary="Disable a service (admin)")
+@router.put("/os-services/disable", summary="Disable a service (admin)", responses=answers(403),
+            openapi_extra=request_body(ENABLE_OR_DISABLE))
 async def disable(request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:services:update")
     body = await json_body(request)
@@ -159,7 +162,8 @@ async def disable(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_set_disabled, body, disabled=True)
 
 
-@router.put("/os-services/disable-log-reason", summary="Disable a service and say why (admin)")
+@router.put("/os-services/disable-log-reason", summary="Disable a service and say why (admin)", responses=answers(403),
+            openapi_extra=request_body(DISABLE_LOG_REASON))
 async def disable_log_reason(request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:services:update")
     body = await json_body(request)
@@ -171,7 +175,7 @@ async def disable_log_reason(request: Request, s: Scope = Depends(scope)):
     return {**answer, "disabled_reason": reason}
 
 
-@router.put("/os-services/{action}", summary="Other os-services actions (admin; not supported)")
+@router.put("/os-services/{action}", summary="Other os-services actions (admin; not supported)", responses=answers(403))
 async def other_action(action: str, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:services:update")
     if action in NOT_SUPPORTED:
@@ -200,7 +204,7 @@ def capabilities_view(svc: Service) -> dict[str, Any]:
     }
 
 
-@router.get("/capabilities/{host}", summary="What a volume service's backend reports (admin)")
+@router.get("/capabilities/{host}", summary="What a volume service's backend reports (admin)", responses=answers(403))
 async def show_capabilities(host: str, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:capabilities")
 

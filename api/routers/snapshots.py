@@ -12,6 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from api import views
 from api.deps import Scope, scope
 from api.errors import HTTPError
+from api.openapi import answers, request_body
+from api.schemas import SNAPSHOT_CREATE, SNAPSHOT_UPDATE
 from api.routers.volumes import (DESCRIPTION_KEYS, MAX_LIMIT, NAME_KEYS, _all_tenants, _int_param,
                                  _require_writer, json_body, text_field)
 from models import utcnow
@@ -68,7 +70,8 @@ def _view(session, snap: Snapshot, s: Scope) -> dict[str, Any]:
                                  admin=s.is_admin)
 
 
-@router.post("/snapshots", status_code=202, summary="Create a snapshot of a volume")
+@router.post("/snapshots", status_code=202, summary="Create a snapshot of a volume",
+             responses=answers(403, 413), openapi_extra=request_body(SNAPSHOT_CREATE))
 async def create_snapshot(request: Request, s: Scope = Depends(scope)):
     body = _snapshot_body(await json_body(request))
     volume_id = body.get("volume_id")
@@ -117,12 +120,12 @@ def _list(request: Request, s: Scope, detail: bool) -> dict:
     return {"snapshots": items}
 
 
-@router.get("/snapshots", summary="List snapshots")
+@router.get("/snapshots", summary="List snapshots", responses=answers(403))
 async def list_snapshots(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_list, request, s, False)
 
 
-@router.get("/snapshots/detail", summary="List snapshots with details")
+@router.get("/snapshots/detail", summary="List snapshots with details", responses=answers(403))
 async def list_snapshots_detail(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_list, request, s, True)
 
@@ -136,7 +139,8 @@ async def show_snapshot(snapshot_id: str, s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.put("/snapshots/{snapshot_id}", summary="Update a snapshot's name and description")
+@router.put("/snapshots/{snapshot_id}", summary="Update a snapshot's name and description",
+            responses=answers(403), openapi_extra=request_body(SNAPSHOT_UPDATE))
 async def update_snapshot(snapshot_id: str, request: Request, s: Scope = Depends(scope)):
     body = _snapshot_body(await json_body(request))
     allowed = {"name", "display_name", "description", "display_description"}
@@ -161,7 +165,9 @@ async def update_snapshot(snapshot_id: str, request: Request, s: Scope = Depends
     return await run_in_threadpool(run)
 
 
-@router.delete("/snapshots/{snapshot_id}", status_code=202, summary="Delete a snapshot")
+@router.delete("/snapshots/{snapshot_id}", status_code=202, response_class=Response,
+               summary="Delete a snapshot",
+               responses=answers(403))
 async def delete_snapshot(snapshot_id: str, s: Scope = Depends(scope)):
     _require_writer(s, "volume:delete_snapshot")
     await run_in_threadpool(lifecycle.delete_snapshot, s.context(), snapshot_id)

@@ -30,7 +30,7 @@ def version_document(request: Request) -> dict:
     }
 
 
-@router.get("/", summary="All API versions (300 Multiple Choices)")
+@router.get("/", status_code=300, summary="All API versions (300 Multiple Choices)")
 async def root(request: Request) -> JSONResponse:
     return JSONResponse({"versions": [version_document(request)]}, status_code=300)
 

@@ -24,6 +24,7 @@ from api.deps import Scope, scope
 from api.errors import HTTPError
 from api.microversion import v
 from api.routers.volumes import DESCRIPTION_KEYS, NAME_KEYS, _detail, _get_volume, json_body, text_field
+from api.openapi import answers, request_body
 from api.schemas import METADATA, NAME, validate
 from models import utcnow
 from models.volume import Volume, VolumeMetadata
@@ -57,6 +58,8 @@ UPDATE_BODY = {
     "required": ["volume"],
     "additionalProperties": False,
 }
+# A replace whose `If-Match` names another version of the metadata (from 3.15): empty body.
+PRECONDITION = {"412": "Precondition Failed: the `If-Match` ETag is not the metadata's current one (empty body)"}
 UPDATE_BODY_V353 = {
     **UPDATE_BODY,
     "properties": {"volume": {**UPDATE_BODY["properties"]["volume"],
@@ -141,7 +144,8 @@ def _volume_changes(volume: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-@router.put("/volumes/{volume_id}", summary="Update a volume's name, description or metadata")
+@router.put("/volumes/{volume_id}", summary="Update a volume's name, description or metadata",
+            responses=answers(403), openapi_extra=request_body(UPDATE_BODY))
 async def update_volume(volume_id: str, request: Request, s: Scope = Depends(scope)):
     body = await json_body(request)
     validate(UPDATE_BODY_V353 if s.version >= VOLUME_SCHEMA_CHANGES else UPDATE_BODY, body)
@@ -198,12 +202,14 @@ async def _set_metadata(volume_id: str, request: Request, s: Scope, replace: boo
         return Response(status_code=412)
 
 
-@router.post("/volumes/{volume_id}/metadata", summary="Add or change metadata items (others are kept)")
+@router.post("/volumes/{volume_id}/metadata", summary="Add or change metadata items (others are kept)",
+             responses=answers(403), openapi_extra=request_body(METADATA_BODY))
 async def create_metadata(volume_id: str, request: Request, s: Scope = Depends(scope)):
     return await _set_metadata(volume_id, request, s, replace=False)
 
 
-@router.put("/volumes/{volume_id}/metadata", summary="Replace all of a volume's metadata")
+@router.put("/volumes/{volume_id}/metadata", summary="Replace all of a volume's metadata",
+            responses=answers(403, **PRECONDITION), openapi_extra=request_body(METADATA_BODY))
 async def replace_metadata(volume_id: str, request: Request, s: Scope = Depends(scope)):
     return await _set_metadata(volume_id, request, s, replace=True)
 
@@ -222,7 +228,8 @@ async def show_metadata_item(volume_id: str, key: str, s: Scope = Depends(scope)
     return await run_in_threadpool(run)
 
 
-@router.put("/volumes/{volume_id}/metadata/{key}", summary="Set one metadata item")
+@router.put("/volumes/{volume_id}/metadata/{key}", summary="Set one metadata item",
+            responses=answers(403, **PRECONDITION), openapi_extra=request_body(ONE_ITEM_BODY))
 async def update_metadata_item(volume_id: str, key: str, request: Request, s: Scope = Depends(scope)):
     body = await json_body(request)
     validate(ONE_ITEM_BODY, body)  # exactly one item: Cinder's schema refuses more before any other check
@@ -246,7 +253,9 @@ async def update_metadata_item(volume_id: str, key: str, request: Request, s: Sc
     return {"meta": item}
 
 
-@router.delete("/volumes/{volume_id}/metadata/{key}", summary="Remove one metadata item")
+@router.delete("/volumes/{volume_id}/metadata/{key}", response_class=Response,
+               summary="Remove one metadata item",
+               responses=answers(403))
 async def delete_metadata_item(volume_id: str, key: str, s: Scope = Depends(scope)):
     def run() -> None:
         with get_runtime().factory() as session, session.begin():

@@ -9,7 +9,8 @@ from api import views
 from api.deps import Scope, require_admin, scope
 from api.errors import HTTPError
 from api.routers.volumes import json_body
-from api.schemas import EXTRA_SPECS, VOLUME_TYPE_CREATE, validate
+from api.openapi import answers, request_body
+from api.schemas import EXTRA_SPECS, ONE_EXTRA_SPEC, VOLUME_TYPE_CREATE, validate
 from tasks import catalog, errors, lookups
 from workers.runtime import get_runtime
 
@@ -45,7 +46,7 @@ async def list_types(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.get("/types/default", summary="The default volume type")
+@router.get("/types/default", summary="The default volume type", responses=answers(500))
 async def default_type(s: Scope = Depends(scope)):
     def run():
         rt = get_runtime()
@@ -69,7 +70,8 @@ async def show_type(type_id: str, s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.post("/types", summary="Create a volume type (admin)")
+@router.post("/types", summary="Create a volume type (admin)", responses=answers(403, 409),
+             openapi_extra=request_body(VOLUME_TYPE_CREATE))
 async def create_type(request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:types_manage")
     body = await json_body(request)
@@ -87,7 +89,9 @@ async def create_type(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.delete("/types/{type_id}", status_code=202, summary="Delete a volume type (admin)")
+@router.delete("/types/{type_id}", status_code=202, response_class=Response,
+               summary="Delete a volume type (admin)",
+               responses=answers(403))
 async def delete_type(type_id: str, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:types_manage")
 
@@ -108,7 +112,8 @@ async def list_extra_specs(type_id: str, s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.post("/types/{type_id}/extra_specs", summary="Add or change extra specs (admin)")
+@router.post("/types/{type_id}/extra_specs", summary="Add or change extra specs (admin)", responses=answers(403),
+             openapi_extra=request_body(EXTRA_SPECS))
 async def set_extra_specs(type_id: str, request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:types_extra_specs:create")
     body = await json_body(request)
@@ -134,7 +139,8 @@ async def show_extra_spec(type_id: str, key: str, s: Scope = Depends(scope)):
     return await run_in_threadpool(run)
 
 
-@router.put("/types/{type_id}/extra_specs/{key}", summary="Set one extra spec (admin)")
+@router.put("/types/{type_id}/extra_specs/{key}", summary="Set one extra spec (admin)", responses=answers(403),
+            openapi_extra=request_body(ONE_EXTRA_SPEC))
 async def update_extra_spec(type_id: str, key: str, request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:types_extra_specs:update")
     body = await json_body(request)
@@ -149,7 +155,9 @@ async def update_extra_spec(type_id: str, key: str, request: Request, s: Scope =
     return await run_in_threadpool(run)
 
 
-@router.delete("/types/{type_id}/extra_specs/{key}", status_code=202, summary="Remove one extra spec (admin)")
+@router.delete("/types/{type_id}/extra_specs/{key}", status_code=202, response_class=Response,
+               summary="Remove one extra spec (admin)",
+               responses=answers(403))
 async def delete_extra_spec(type_id: str, key: str, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:types_extra_specs:delete")
 

@@ -18,7 +18,9 @@ from api import views
 from api.deps import Scope, require_admin, scope
 from api.errors import HTTPError
 from api.microversion import v
-from api.schemas import RESET_STATUS, create_volume_schema_cached, validate
+from api.openapi import answers, request_body
+from api.schemas import (CREATE_VOLUME_DOCUMENTED, RESET_STATUS, VOLUME_ACTION, create_volume_schema_cached,
+                         validate)
 from models import utcnow
 from models.flow_log import FlowRun, FlowState
 from models.volume import Volume, VolumeMetadata
@@ -124,7 +126,8 @@ def _prefers_async(request: Request) -> bool:
     return any(p.strip().lower() == "respond-async" for p in request.headers.get("prefer", "").split(","))
 
 
-@router.post("/volumes", status_code=202, summary="Create a volume (runs the create chain)")
+@router.post("/volumes", status_code=202, summary="Create a volume (runs the create chain)",
+             responses=answers(403, 409, 413, 422, 500), openapi_extra=request_body(CREATE_VOLUME_DOCUMENTED))
 async def create_volume(request: Request, s: Scope = Depends(scope)):
     body = await json_body(request)
     validate(create_volume_schema_cached(s.version), body)
@@ -280,7 +283,7 @@ def _show(s: Scope, volume_id: str) -> dict:
     raise errors.VolumeNotFound(volume_id=volume_id)
 
 
-@router.get("/volumes/summary", summary="Count and total size of the project's volumes")
+@router.get("/volumes/summary", summary="Count and total size of the project's volumes", responses=answers(403))
 async def summary(request: Request, s: Scope = Depends(scope)):
     all_tenants = _all_tenants(request, s)
 
@@ -407,12 +410,12 @@ def _list(request: Request, s: Scope, detail: bool) -> dict:
     return out
 
 
-@router.get("/volumes", summary="List volumes (id, name, links)")
+@router.get("/volumes", summary="List volumes (id, name, links)", responses=answers(403))
 async def list_volumes(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_list, request, s, False)
 
 
-@router.get("/volumes/detail", summary="List volumes with details")
+@router.get("/volumes/detail", summary="List volumes with details", responses=answers(403))
 async def list_volumes_detail(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_list, request, s, True)
 
@@ -439,7 +442,9 @@ def _require_writer(s: Scope, action: str) -> None:
         raise errors.PolicyNotAuthorized(action=action)
 
 
-@router.delete("/volumes/{volume_id}", status_code=202, summary="Delete a volume (cascade: with its snapshots)")
+@router.delete("/volumes/{volume_id}", status_code=202, response_class=Response,
+               summary="Delete a volume (cascade: with its snapshots)",
+               responses=answers(403, 409))
 async def delete_volume(volume_id: str, request: Request, s: Scope = Depends(scope)):
     cascade = _flag(request, "cascade")
     force = s.version >= v("3.23") and _flag(request, "force")
@@ -461,8 +466,9 @@ def _new_size(value: Any) -> int:
     return value
 
 
-@router.post("/volumes/{volume_id}/action", status_code=202,
-             summary="Volume actions: os-extend, os-force_delete (admin), os-reset_status (admin)")
+@router.post("/volumes/{volume_id}/action", status_code=202, response_class=Response,
+             summary="Volume actions: os-extend, os-force_delete (admin), os-reset_status (admin)",
+             responses=answers(403, 413), openapi_extra=request_body(VOLUME_ACTION))
 async def volume_action(volume_id: str, request: Request, s: Scope = Depends(scope)):
     body = await json_body(request)
     if not isinstance(body, dict) or len(body) != 1:

@@ -229,3 +229,22 @@ def test_the_api_logs_each_request_and_logs_json_lines_when_asked(workers, tmp_p
     assert any(line["message"].startswith(f"{request_id} 127.0.0.1 GET /v3/{project}/volumes 200 ")
                and line["level"] == "INFO" for line in access), access
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+
+
+def test_a_newline_in_the_url_cannot_forge_a_log_line(workers, tmp_path, issue_token):
+    port = free_port()
+    log = tmp_path / "api.log"
+    proc = start_api(port, "token", log_path=log)
+    project = new_project()
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/")
+        with client(f"http://127.0.0.1:{port}", issue_token(project)) as c:
+            resp = c.get(f"/v3/{project}/volumes/x%0D%0AERROR%20forged%20line")
+    finally:
+        stop_worker(proc)
+    assert resp.status_code == 404
+    lines = log.read_text().splitlines()
+    assert not any(line.startswith("ERROR forged") for line in lines), lines
+    request_id = resp.headers["X-OpenStack-Request-Id"]
+    assert any(f"{request_id} 127.0.0.1 GET /v3/{project}/volumes/x%0D%0AERROR%20forged%20line 404 " in line
+               for line in lines), lines
