@@ -11,7 +11,7 @@ from api import errors, openapi
 from api.microversion import MIN_VERSION
 from api.deps import project_in_path
 from api.middleware import OpenStackHeaders
-from api.routers import (default_types, discovery, limits, messages, quotas, services, snapshots, versions,
+from api.routers import (default_types, discovery, health, limits, messages, quotas, services, snapshots, versions,
                          volume_metadata, volume_types, volumes, zones)
 from api.waiter import FlowWaiter
 from workers.runtime import get_runtime
@@ -51,6 +51,7 @@ def create_app() -> FastAPI:
     for router in RESOURCE_ROUTERS:
         app.include_router(router, prefix="/v3/{project_id}", dependencies=[Depends(project_in_path)])
     app.include_router(versions.router)  # last: `/v3/{project_id}` must not shadow `/v3/volumes`
+    app.include_router(health.router, include_in_schema=False)  # /healthz, /readyz, /metrics: for operators
 
     app.add_middleware(OpenStackHeaders)
     app.openapi = lambda: openapi.document(app)

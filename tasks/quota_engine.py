@@ -28,7 +28,7 @@ from models.quota import Quota, QuotaClass, QuotaUsage, Reservation
 from models.snapshot import Snapshot
 from models.volume import Volume
 from models.volume_type import VolumeType
-from tasks import errors
+from tasks import errors, metrics
 
 INT_MAX = 2147483647
 DEFAULT_CLASS = "default"
@@ -147,7 +147,7 @@ def limit_check(session: Session, project_id: str, config: QuotaConfig,
         limits = get_limits(session, project_id, values, config)
     overs = sorted(k for k, v in values.items() if limits[k] >= 0 and limits[k] < v)
     if overs:
-        raise errors.OverQuota(overs=overs, quotas=limits, usages={})
+        raise _over_quota(overs, limits, {})
 
 
 def sync_usage(session: Session, project_id: str, resource: str, config: QuotaConfig) -> int:
@@ -265,7 +265,15 @@ def check_limits(deltas: Mapping[str, int], limits: Mapping[str, int], usages: M
         and limits[name] < delta + usages[name]["in_use"] + usages[name]["reserved"]
     )
     if overs:
-        raise errors.OverQuota(overs=overs, quotas=dict(limits), usages=dict(usages))
+        raise _over_quota(overs, limits, usages)
+
+
+def _over_quota(overs: list[str], limits: Mapping[str, int],
+                usages: Mapping[str, Mapping[str, int]]) -> errors.OverQuota:
+    """The one way a limit refuses a request: counted per resource, then raised by the caller."""
+    for name in overs:
+        metrics.QUOTA_REJECTIONS.labels(name).inc()
+    return errors.OverQuota(overs=overs, quotas=dict(limits), usages=dict(usages))
 
 
 def reserve(

@@ -31,11 +31,16 @@ nothing left to do on a backend, a cast that found its volume gone): the flow is
 `compensate` undoes a failed flow: it locks the flow row, then calls `revert` of every recorded
 step in reverse, in one transaction; it reads only the log, so any worker can run it again after
 a crash, and running it twice changes nothing.
+
+What the log records is also counted (tasks/metrics.py), here and only here, once its
+transaction has committed: a flow started, a step's duration, a flow succeeded, failed,
+compensated or parked, and how long it took.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -48,7 +53,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import utcnow
 from models.db import engine_of, kept_connection
 from models.flow_log import TERMINAL_STATES, FlowRun, FlowState, StepState
-from tasks import errors, user_messages
+from tasks import errors, metrics, user_messages
 from tasks.context import CreateContext, FlowContext
 from tasks.quota_engine import QuotaConfig
 
@@ -98,7 +103,7 @@ ENDS_FLOW = "ends_flow"  # a step's result key: the flow ends here, succeeded
 _FLOWS = FlowRun.__table__
 _LOCK_FLOW = (
     select(_FLOWS.c.state, _FLOWS.c.steps, _FLOWS.c.volume_id, _FLOWS.c.project_id, _FLOWS.c.user_id,
-           _FLOWS.c.request, _FLOWS.c.caller)
+           _FLOWS.c.request, _FLOWS.c.caller, _FLOWS.c.kind, _FLOWS.c.created_at)
     .where(_FLOWS.c.id == bindparam("flow_id"))
     .with_for_update()
 )
@@ -139,13 +144,14 @@ def run_step(factory: sessionmaker[Session], step: Step, flow_id: str, env: Step
     `flow_row`, inserts the flow in the same transaction unless it exists.
     """
     conn = kept_connection(engine_of(factory))
+    began = time.perf_counter()
     with conn.begin(), Session(bind=conn, expire_on_commit=False) as session:
         if start is not None:
             conn.execute(_START_FLOW, start)
         row = conn.execute(_LOCK_FLOW, {"flow_id": flow_id}).first()
         if row is None:
             raise errors.FlowNotFound(flow_id=flow_id)
-        state, steps, volume_id, project_id, user_id, request, caller = row
+        state, steps, volume_id, project_id, user_id, request, caller, kind, created_at = row
         steps = steps or {}
         ctx = context.from_log(flow_id, volume_id, project_id, user_id, request, caller, steps)
         if step.name in steps:
@@ -160,6 +166,12 @@ def run_step(factory: sessionmaker[Session], step: Step, flow_id: str, env: Step
         ends = final or bool(provided.get(ENDS_FLOW))
         conn.execute(_RECORD_FINAL_STEP if ends else _RECORD_STEP,
                      {"flow_id": flow_id, "steps": {**steps, step.name: record}, "now": now})
+    metrics.STEP_SECONDS.labels(kind, step.name).observe(time.perf_counter() - began)
+    if not steps:
+        metrics.FLOWS_STARTED.labels(kind).inc()
+    if ends:
+        metrics.FLOWS_SUCCEEDED.labels(kind).inc()
+        metrics.FLOW_SECONDS.labels(kind, FlowState.SUCCEEDED.value).observe((now - created_at).total_seconds())
     return ctx.merge(provided)
 
 
@@ -200,12 +212,19 @@ def run_flow(factory: sessionmaker[Session], steps: list[Step], flow_id: str, en
 def record_failure(factory: sessionmaker[Session], flow_id: str, step: str | None, error: dict) -> bool:
     """Mark a running flow as compensating with the error that stopped it; False if not running."""
     with factory.begin() as session:
-        result = session.execute(
+        stopped = session.execute(
             update(FlowRun)
             .where(FlowRun.id == flow_id, FlowRun.state == FlowState.RUNNING.value)
             .values(state=FlowState.COMPENSATING.value, error=error, failed_step=step, progress_at=utcnow())
-        )
-        return result.rowcount == 1
+            .returning(FlowRun.kind, FlowRun.steps)
+        ).first()
+    if stopped is None:
+        return False
+    kind, steps = stopped
+    if not steps:  # it failed before any step was recorded: the log records it for the first time
+        metrics.FLOWS_STARTED.labels(kind).inc()
+    metrics.FLOWS_FAILED.labels(kind, step or metrics.NO_STEP, error.get("type") or "VolchainError").inc()
+    return True
 
 
 UNKNOWN_FAILURE = {"type": "VolchainError", "code": 500, "message": "The create flow failed unexpectedly."}
@@ -251,7 +270,10 @@ def compensate(factory: sessionmaker[Session], flow_id: str, steps: list[Step], 
         flow.state = FlowState.REVERTED.value
         flow.finished_at = now
         flow.progress_at = now
-        return flow.state
+        kind, lasted = flow.kind, (now - flow.created_at).total_seconds()
+    metrics.FLOWS_COMPENSATED.labels(kind).inc()
+    metrics.FLOW_SECONDS.labels(kind, FlowState.REVERTED.value).observe(lasted)
+    return FlowState.REVERTED.value
 
 
 def _tell_the_user(session: Session, flow: FlowRun) -> None:
@@ -277,6 +299,13 @@ def park(factory: sessionmaker[Session], flow_id: str, reason: str, start: dict[
         flow = session.scalar(select(FlowRun).where(FlowRun.id == flow_id).with_for_update())
         if flow is None or flow.state not in (FlowState.RUNNING.value, FlowState.COMPENSATING.value):
             return
+        # Running with no step recorded: nothing counted it yet (a compensating flow was, as failed).
+        first = flow.state == FlowState.RUNNING.value and not flow.steps
         flow.error = {**(flow.error or UNKNOWN_FAILURE), why: reason[:1000]}
         flow.state = FlowState.NEEDS_ATTENTION.value
         flow.progress_at = utcnow()
+        kind, lasted = flow.kind, (flow.progress_at - flow.created_at).total_seconds()
+    if first:
+        metrics.FLOWS_STARTED.labels(kind).inc()
+    metrics.FLOWS_PARKED.labels(kind, why).inc()
+    metrics.FLOW_SECONDS.labels(kind, FlowState.NEEDS_ATTENTION.value).observe(lasted)

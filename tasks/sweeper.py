@@ -16,7 +16,7 @@ through the same idempotent step runner and compensation as the chain, so a swee
 worker changes nothing twice. A pass works in bounded batches, oldest first, until nothing is
 due; it walks forward through the flows (by progress_at, id), so it tries each at most once. A
 flow that keeps failing for another reason (the database, a bug), pass after pass, is parked as
-`needs_attention`.
+`needs_attention`. Every flow a pass finishes is counted, by how (tasks/metrics.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import utcnow
 from models.flow_log import FlowRun, FlowState
-from tasks import errors, quota_engine
+from tasks import errors, metrics, quota_engine
 from tasks.create.flow import KIND as CREATE_KIND
 from tasks.runner import StepEnv, compensate, park, record_failure, run_step
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # volume service that may be down ("a backend that is down keeps its messages until it returns").
 UNFINISHED = (FlowState.RUNNING.value, FlowState.COMPENSATING.value)
 RESUMED, COMPENSATED = "resumed", "compensated"  # what finish_flow did
+PARKED = "parked"  # what a pass did with a flow it could not finish, pass after pass
 
 
 @dataclass
@@ -142,11 +143,14 @@ def _finish_one(factory: sessionmaker[Session], flow_id: str, steps: list, env: 
         if _count_attempt(factory, flow_id) >= max_compensation_attempts:
             park(factory, flow_id, f"{type(exc).__name__}: {exc}")
             report.parked.append(flow_id)
+            metrics.FLOWS_SWEPT.labels(CREATE_KIND, PARKED).inc()
         return
     if done == RESUMED:
         report.resumed.append(flow_id)
     elif done == COMPENSATED:
         report.compensated.append(flow_id)
+    if done is not None:
+        metrics.FLOWS_SWEPT.labels(CREATE_KIND, done).inc()
 
 
 def _count_attempt(factory: sessionmaker[Session], flow_id: str) -> int:

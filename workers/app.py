@@ -1,7 +1,9 @@
 """The Celery app: JSON only, late acks, events for Flower, routes for steps and compensation.
 
 Operators may run `celery -A workers.app worker -Q volchain.steps,volchain.compensate -E`;
-`volchain worker` does the same with the queues and options filled in.
+`volchain worker` does the same with the queues and options filled in. With
+VOLCHAIN_METRICS_PORT, a worker's main process also serves the metrics of all its processes
+(tasks/metrics.py); so does the sweeper (`serve_metrics`).
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, Task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 
+from tasks import metrics
 from workers.settings import Settings, default_worker_concurrency, get_settings
 
 TASK_MODULES = ["workers.steps", "workers.consumers", "workers.heartbeat", "workers.reconciler"]
@@ -109,3 +112,45 @@ def _check_settings(**_kwargs) -> None:
         require_database(get_settings())
     except NotConfigured as exc:
         raise SystemExit(f"volchain worker: error: {exc}") from None
+
+
+_metrics_server = None  # this process's metrics server, if it serves one
+
+
+def serve_metrics(settings: Settings, forks: bool = False) -> None:
+    """Serve this worker role's metrics on VOLCHAIN_METRICS_PORT (unset: do nothing), from its
+    main process, before it starts any other. A role whose tasks run in forked children (`forks`:
+    the prefork pool) needs PROMETHEUS_MULTIPROC_DIR, or the port would show only the parent's
+    zeros; the directory is emptied first (this run's processes write there afresh)."""
+    global _metrics_server
+    directory = settings.prometheus_multiproc_dir
+    if directory is not None:
+        metrics.clear_multiprocess_dir(directory)
+    if settings.metrics_port is None:
+        return
+    if forks and directory is None:
+        raise SystemExit("volchain worker: error: VOLCHAIN_METRICS_PORT with the prefork pool needs "
+                         "PROMETHEUS_MULTIPROC_DIR (a directory of this worker's own), or its tasks' metrics "
+                         "would not be seen")
+    try:
+        _metrics_server = metrics.serve(settings.metrics_port, settings.metrics_host, directory)
+    except OSError as exc:
+        raise SystemExit(f"volchain worker: error: cannot serve metrics on {settings.metrics_host}:"
+                         f"{settings.metrics_port}: {exc.strerror or exc}") from None
+
+
+@worker_init.connect
+def _serve_worker_metrics(sender=None, **_kwargs) -> None:
+    from celery.concurrency import get_implementation  # here: the pool's module loads after worker_init
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    pool = get_implementation(sender.pool_cls) if sender is not None else None
+    serve_metrics(get_settings(), forks=isinstance(pool, type) and issubclass(pool, PreforkPool))
+
+
+@worker_process_init.connect
+def _close_inherited_metrics_socket(**_kwargs) -> None:
+    """A forked child does not serve metrics: it lets go of its copy of the parent's listening
+    socket (so that a child outliving its parent cannot keep the port)."""
+    if _metrics_server is not None:
+        _metrics_server.server_close()

@@ -170,6 +170,21 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="How the CLI's processes log: text lines, or "
                                                 "JSON lines (time, level, logger, message, traceback).")
 
+    # Metrics (tasks/metrics.py). The API serves /metrics on its own port.
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="A worker role (a Celery worker, the sweeper) serves Prometheus metrics "
+        "on this port; unset: none."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics port listens on (0.0.0.0 in a "
+                              "container that Prometheus scrapes from outside).")
+    prometheus_multiproc_dir: Path | None = Field(
+        None, validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="prometheus-client's own variable, read as it is named (no VOLCHAIN_ prefix): a directory, "
+        "one per worker instance, where every process of a prefork worker (or a multi-process API) keeps its "
+        "values; the metrics port adds them up. Required with metrics_port and the prefork pool; a worker empties "
+        "it at start."
+    )
+
     @model_validator(mode="after")
     def _redelivery_before_deadline(self) -> "Settings":
         redelivered_by = self.visibility_timeout + self.unacked_restore_seconds

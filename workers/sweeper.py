@@ -7,7 +7,9 @@ VOLCHAIN_SWEEP_BATCH_SIZE (tasks/sweeper.py), sends again every cast the broker 
 
 `volchain worker sweeper` runs `run_forever`; Celery beat users may schedule the task
 `volchain.sweeper.sweep` instead (workers/steps.py registers it). Either way only the
-holder of the advisory lock sweeps, so running two sweepers is safe.
+holder of the advisory lock sweeps, so running two sweepers is safe. With
+VOLCHAIN_METRICS_PORT, `run_forever` serves its metrics (the flows it finishes, and the steps
+and compensations it runs for them: tasks/metrics.py).
 """
 
 from __future__ import annotations
@@ -74,9 +76,11 @@ def run_forever(interval: float | None = None, stop: threading.Event | None = No
     """Sweep every `interval` seconds until `stop` is set; every VOLCHAIN_RECONCILE_INTERVAL_SECONDS
     (unless 0) also run the quota reconciler (workers/reconciler.py; its own lock, so a beat
     schedule of it beside this loop is harmless)."""
+    from workers.app import serve_metrics
     from workers.reconciler import RepairSource, reconcile_once
 
     rt = get_runtime()
+    serve_metrics(rt.settings)
     interval = interval or rt.settings.sweep_interval_seconds
     every = rt.settings.reconcile_interval_seconds
     stop = stop or threading.Event()
