@@ -69,6 +69,22 @@ def request_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any
     return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
 
 
+def query(**params: str) -> dict[str, Any]:
+    """A route's `openapi_extra=` for the query string it reads: each parameter with its
+    description, all optional (`limit` and `offset` are integers; the rest strings the route
+    checks itself, with Cinder's messages). Names that are not identifiers: `query(**{"name~": ...})`."""
+    numbers = {"limit": {"type": "integer", "minimum": 0}, "offset": {"type": "integer", "minimum": 0}}
+    return {"parameters": [{"name": name, "in": "query", "required": False, "description": description,
+                            "schema": numbers.get(name, {"type": "string"})} for name, description in params.items()]}
+
+
+PAGING = {"limit": "At most this many (at most 1000)", "offset": "Skip this many",
+          "marker": "Start after the item with this id"}
+SORTING = {"sort": "`key[:asc|desc],...`", "sort_key": "Sort keys, comma-separated (older form of `sort`)",
+           "sort_dir": "`asc` or `desc`, per sort key"}
+ALL_TENANTS = {"all_tenants": "Admins: every project's (a boolean word)"}
+
+
 def document(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, with the answers the API really gives (built once, then cached)."""
     if app.openapi_schema is None:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from api.deps import Scope, scope
 from api.errors import HTTPError
 from api.microversion import APIVersion, v
+from api.openapi import query
 from api.routers.messages import MESSAGE_FILTERS
 
 router = APIRouter(tags=["discovery"])
@@ -64,7 +65,8 @@ async def show_extension(alias: str, _s: Scope = Depends(scope)):
     return {"extension": _EXTENSIONS[alias]}
 
 
-@router.get("/resource_filters", summary="The filters each list honours (3.33); ?resource= for one")
+@router.get("/resource_filters", summary="The filters each list honours (3.33); ?resource= for one",
+            openapi_extra=query(resource="Only this resource's filters"))
 async def list_resource_filters(request: Request, s: Scope = Depends(scope)):
     if s.version < v("3.33"):
         raise HTTPError(404, NOT_FOUND)

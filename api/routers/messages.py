@@ -19,7 +19,7 @@ from api import views
 from api.deps import Scope, scope
 from api.errors import HTTPError
 from api.microversion import v
-from api.openapi import answers
+from api.openapi import PAGING, SORTING, answers, query
 from models import utcnow
 from models.message import Message
 from tasks import errors, user_messages
@@ -220,7 +220,8 @@ def _list(request: Request, s: Scope) -> dict[str, Any]:
     return out
 
 
-@router.get("/messages", summary="List messages (3.3; paging, sort and filters from 3.5)")
+@router.get("/messages", summary="List messages (3.3; paging, sort and filters from 3.5)",
+            openapi_extra=query(**PAGING, **SORTING, **{name: "Filter (3.5)" for name in MESSAGE_FILTERS}))
 async def list_messages(request: Request, s: Scope = Depends(scope)):
     _require_version(s)
     return await run_in_threadpool(_list, request, s)

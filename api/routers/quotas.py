@@ -10,7 +10,7 @@ from api import views
 from api.deps import Scope, require_admin, scope
 from api.errors import HTTPError
 from api.routers.volumes import json_body
-from api.openapi import answers, request_body
+from api.openapi import answers, query, request_body
 from api.schemas import QUOTA_CLASS_SET, QUOTA_SET, validate
 from models.quota import Quota
 from models.volume_type import VolumeType, VolumeTypeProject
@@ -73,7 +73,7 @@ def _usage_flag(request: Request) -> bool:
 
 
 @router.get("/os-quota-sets/{target}", summary="A project's quota (with ?usage=true: limit, in_use, reserved)",
-            responses=answers(403))
+            responses=answers(403), openapi_extra=query(usage="true: limit, in_use and reserved per resource"))
 async def show_quota(target: str, request: Request, s: Scope = Depends(scope)):
     _target(s, target)
     usage = _usage_flag(request)

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import Scope, require_admin, scope
 from api.microversion import APIVersion, v
 from api.routers.volumes import json_body
-from api.openapi import answers, request_body
+from api.openapi import answers, query, request_body
 from api.schemas import validate
 from models import utcnow
 from models.service import VOLUME_BINARY, Service
@@ -102,7 +102,8 @@ def service_view(svc: Service, version: APIVersion, down_time: float, now: datet
     return view
 
 
-@router.get("/os-services", summary="List services, filtered by ?host= and ?binary= (admin)", responses=answers(403))
+@router.get("/os-services", summary="List services, filtered by ?host= and ?binary= (admin)", responses=answers(403),
+            openapi_extra=query(host="Only services of this host", binary="Only this binary (cinder-volume, ...)"))
 async def list_services(request: Request, s: Scope = Depends(scope)):
     require_admin(s, "volume_extension:services:index")
     host = request.query_params.get("host")

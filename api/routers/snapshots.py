@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api import views
 from api.deps import Scope, scope
 from api.errors import HTTPError
-from api.openapi import answers, request_body
+from api.openapi import ALL_TENANTS, PAGING, answers, query, request_body
 from api.schemas import SNAPSHOT_CREATE, SNAPSHOT_UPDATE
 from api.routers.volumes import (DESCRIPTION_KEYS, MAX_LIMIT, NAME_KEYS, _all_tenants, _int_param,
                                  _require_writer, json_body, text_field)
@@ -24,6 +24,9 @@ from workers import lifecycle
 from workers.runtime import get_runtime
 
 router = APIRouter(tags=["snapshots"])
+
+LIST_QUERY = {**PAGING, **ALL_TENANTS, "name": "Exactly this name", "status": "Only this status",
+              "volume_id": "Only snapshots of this volume"}  # the list's query string (/openapi.json)
 
 TRUE = ("1", "t", "true", "on", "y", "yes")
 FALSE = ("0", "f", "false", "off", "n", "no")
@@ -120,12 +123,13 @@ def _list(request: Request, s: Scope, detail: bool) -> dict:
     return {"snapshots": items}
 
 
-@router.get("/snapshots", summary="List snapshots", responses=answers(403))
+@router.get("/snapshots", summary="List snapshots", responses=answers(403), openapi_extra=query(**LIST_QUERY))
 async def list_snapshots(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_list, request, s, False)
 
 
-@router.get("/snapshots/detail", summary="List snapshots with details", responses=answers(403))
+@router.get("/snapshots/detail", summary="List snapshots with details", responses=answers(403),
+            openapi_extra=query(**LIST_QUERY))
 async def list_snapshots_detail(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_list, request, s, True)
 

@@ -9,7 +9,7 @@ from api import views
 from api.deps import Scope, require_admin, scope
 from api.errors import HTTPError
 from api.routers.volumes import json_body
-from api.openapi import answers, request_body
+from api.openapi import answers, query, request_body
 from api.schemas import EXTRA_SPECS, ONE_EXTRA_SPEC, VOLUME_TYPE_CREATE, validate
 from tasks import catalog, errors, lookups
 from workers.runtime import get_runtime
@@ -34,7 +34,8 @@ def _is_public_filter(request: Request) -> tuple[bool | None, bool]:
     return public, not public  # an admin asking for private types sees every project's
 
 
-@router.get("/types", summary="List volume types visible to the caller")
+@router.get("/types", summary="List volume types visible to the caller",
+            openapi_extra=query(is_public="true (default): public types and the project's; false: private; none: all"))
 async def list_types(request: Request, s: Scope = Depends(scope)):
     is_public, every = _is_public_filter(request)
 

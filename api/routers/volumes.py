@@ -18,7 +18,7 @@ from api import views
 from api.deps import Scope, require_admin, scope
 from api.errors import HTTPError
 from api.microversion import v
-from api.openapi import answers, request_body
+from api.openapi import ALL_TENANTS, PAGING, SORTING, answers, query, request_body
 from api.schemas import (CREATE_VOLUME_DOCUMENTED, RESET_STATUS, VOLUME_ACTION, create_volume_schema_cached,
                          validate)
 from models import utcnow
@@ -48,6 +48,11 @@ BODY_TO_REQUEST = {
     "consistencygroup_id": "consistencygroup_id", "group_id": "group_id", "backup_id": "backup_id",
 }
 
+
+# The list's query string (/openapi.json); `name~` from 3.34, `metadata` a JSON object of strings.
+LIST_QUERY = {**PAGING, **SORTING, **ALL_TENANTS, "name": "Exactly this name", "name~": "Names containing this (3.34)",
+              "status": "Only this status", "availability_zone": "Only this zone",
+              "metadata": "Only volumes with these items: a JSON object of strings"}
 
 MAX_JSON_DEPTH = 32  # Cinder's bodies nest 4 deep; metadata values are strings
 
@@ -283,7 +288,8 @@ def _show(s: Scope, volume_id: str) -> dict:
     raise errors.VolumeNotFound(volume_id=volume_id)
 
 
-@router.get("/volumes/summary", summary="Count and total size of the project's volumes", responses=answers(403))
+@router.get("/volumes/summary", summary="Count and total size of the project's volumes", responses=answers(403),
+            openapi_extra=query(**ALL_TENANTS))
 async def summary(request: Request, s: Scope = Depends(scope)):
     all_tenants = _all_tenants(request, s)
 
@@ -410,12 +416,14 @@ def _list(request: Request, s: Scope, detail: bool) -> dict:
     return out
 
 
-@router.get("/volumes", summary="List volumes (id, name, links)", responses=answers(403))
+@router.get("/volumes", summary="List volumes (id, name, links)", responses=answers(403),
+            openapi_extra=query(**LIST_QUERY))
 async def list_volumes(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_list, request, s, False)
 
 
-@router.get("/volumes/detail", summary="List volumes with details", responses=answers(403))
+@router.get("/volumes/detail", summary="List volumes with details", responses=answers(403),
+            openapi_extra=query(**LIST_QUERY))
 async def list_volumes_detail(request: Request, s: Scope = Depends(scope)):
     return await run_in_threadpool(_list, request, s, True)
 
@@ -444,7 +452,8 @@ def _require_writer(s: Scope, action: str) -> None:
 
 @router.delete("/volumes/{volume_id}", status_code=202, response_class=Response,
                summary="Delete a volume (cascade: with its snapshots)",
-               responses=answers(403, 409))
+               responses=answers(403, 409), openapi_extra=query(cascade="Delete its snapshots too (a boolean word)",
+                                                               force="Admins, from 3.23: whatever its status"))
 async def delete_volume(volume_id: str, request: Request, s: Scope = Depends(scope)):
     cascade = _flag(request, "cascade")
     force = s.version >= v("3.23") and _flag(request, "force")

@@ -65,6 +65,8 @@ def test_each_operation_declares_its_own_answers_and_the_microversion_header(api
     assert "content" not in operations[("DELETE", prefix + "/volumes/{volume_id}")]["responses"]["202"]
     assert "content" not in operations[("POST", prefix + "/volumes/{volume_id}/action")]["responses"]["202"]
     assert set(operations[("GET", "/")]["responses"]) == {"300", "400", "413"}
+    queries = {p["name"] for p in operations[("GET", prefix + "/volumes/detail")]["parameters"] if p["in"] == "query"}
+    assert {"limit", "offset", "marker", "sort", "all_tenants", "name", "status", "metadata"} <= queries
     for (method, path), op in operations.items():
         headers = {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
         assert ("OpenStack-API-Version" in headers) == bool(op.get("security")), (method, path)
