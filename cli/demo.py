@@ -6,6 +6,7 @@ creates succeed (two via the scheduler queue, one from a snapshot straight to it
 `volume.<host>` queue); then the volumes quota is set to the count, so a fourth create fails in
 quota_reserve and is compensated. Ends with the quota usage beside what the rows say, and stops
 the server (the next run, or any command with VOLCHAIN_DATA_DIR set to the directory, starts it).
+With --json the same is printed at the end as one JSON object instead of lines.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cli import render
 from cli.flows import error_line, load_flow
@@ -28,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--data", type=Path, metavar="DIR",
                    help="PostgreSQL data directory, made if missing and kept (default: VOLCHAIN_DATA_DIR, "
                    "./volchain-data)")
+    p.add_argument("--json", action="store_true", help="print what the demo did as one JSON object at the end")
     p.set_defaults(handler=run)
 
 
@@ -35,13 +37,24 @@ def run(args: argparse.Namespace) -> int:
     from workers.embedded import embedded, postgres
     from workers.settings import get_settings
 
+    say = _quiet if args.json else print
     with postgres(args.data or get_settings().data_dir) as server, embedded(server.url) as settings:
-        print(f"volchain demo: PostgreSQL in {server.data_dir} (kept), broker {settings.broker_url}, "
-              f"worker thread on {settings.step_queue} + {settings.compensate_queue}")
+        say(f"volchain demo: PostgreSQL in {server.data_dir} (kept), broker {settings.broker_url}, "
+            f"worker thread on {settings.step_queue} + {settings.compensate_queue}")
         project = f"demo-{uuid.uuid4().hex[:8]}"
-        status = _demo(project)
-    print(f"\nkept in {server.data_dir}: VOLCHAIN_DATA_DIR={server.data_dir} volchain quota show --project {project}")
-    return status
+        report = _demo(project, say)
+    say(f"\nkept in {server.data_dir}: VOLCHAIN_DATA_DIR={server.data_dir} volchain quota show --project {project}")
+    if args.json:
+        print(render.to_json({"data_dir": str(server.data_dir), "broker": settings.broker_url, "project": project,
+                              **report}))
+    if not report["behaved"]:
+        print("volchain demo: the chain did not behave as expected (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """`say` with --json: the lines are left out, the JSON at the end says it all."""
 
 
 def _seed(factory, project: str) -> tuple[str, str]:
@@ -66,14 +79,19 @@ def _seed(factory, project: str) -> tuple[str, str]:
         return vol.id, snap.id
 
 
-def _create(project: str, number: int, label: str, **request: Any):
+def _create(say: Callable, project: str, number: int, label: str, **request: Any):
     from tasks.context import RequestContext
     from workers.submit import create_volume
 
     out = create_volume(RequestContext(project_id=project, user_id="demo"), timeout=WAIT_SECONDS, **request)
     detail = f"queue {out.cast['queue']}" if out.cast else error_line(out.error) or "-"
-    print(f"create {number}  {label:<30} flow {out.flow_id}  {out.state:<9}  {detail}")
+    say(f"create {number}  {label:<30} flow {out.flow_id}  {out.state:<9}  {detail}")
     return out
+
+
+def _as_dict(number: int, label: str, out) -> dict[str, Any]:
+    return {"number": number, "label": label, "flow_id": out.flow_id, "volume_id": out.volume_id, "state": out.state,
+            "queue": out.cast["queue"] if out.cast else None, "error": out.error}
 
 
 def _quota_config():
@@ -106,36 +124,45 @@ def _usage(factory, project: str) -> tuple[list[tuple], bool]:
     return rows, agree
 
 
-def _demo(project: str) -> int:
+def _demo(project: str, say: Callable) -> dict[str, Any]:
+    """Run the four creates, saying each; what happened, and whether it is what the demo expects."""
     from tasks import quota_engine
     from workers.runtime import get_runtime
 
     factory = get_runtime().factory
     source_id, snap_id = _seed(factory, project)
-    print(f"project {project}: seeded volume {source_id} on {SOURCE_HOST} and its snapshot {snap_id}\n")
+    say(f"project {project}: seeded volume {source_id} on {SOURCE_HOST} and its snapshot {snap_id}\n")
 
+    labels = ["size 1 GB", f"from snapshot {snap_id[:8]}", "size 2 GB, metadata tier=gold"]
     created = [
-        _create(project, 1, "size 1 GB", size=1, name="demo-1"),
-        _create(project, 2, f"from snapshot {snap_id[:8]}", snapshot_id=snap_id, name="demo-2"),
-        _create(project, 3, "size 2 GB, metadata tier=gold", size=2, name="demo-3", metadata={"tier": "gold"}),
+        _create(say, project, 1, labels[0], size=1, name="demo-1"),
+        _create(say, project, 2, labels[1], snapshot_id=snap_id, name="demo-2"),
+        _create(say, project, 3, labels[2], size=2, name="demo-3", metadata={"tier": "gold"}),
     ]
     with factory() as session, session.begin():
         count = quota_engine.sync_usage(session, project, "volumes", _quota_config())
         quota_engine.set_limits(session, project, {"volumes": count})
-    print(f"\nquota set --project {project} volumes={count}\n")
-    over = _create(project, 4, "size 1 GB, over quota", size=1, name="demo-4")
+    say(f"\nquota set --project {project} volumes={count}\n")
+    over = _create(say, project, 4, "size 1 GB, over quota", size=1, name="demo-4")
     steps = load_flow(over.flow_id)["steps"]
-    print("         compensation: " + ", ".join(f"{s['step']} {s['state']}" for s in steps))
+    say("         compensation: " + ", ".join(f"{s['step']} {s['state']}" for s in steps))
 
     rows, agree = _usage(factory, project)
-    print(f"\nquota usage of {project} (engine) beside a recount of the rows:")
-    print(render.table(("RESOURCE", "LIMIT", "IN_USE", "RESERVED", "ROWS_IN_USE", "ROWS_PENDING"), rows))
-    print(f"quota usage equals the rows: {'yes' if agree else 'NO'}")
+    say(f"\nquota usage of {project} (engine) beside a recount of the rows:")
+    say(render.table(("RESOURCE", "LIMIT", "IN_USE", "RESERVED", "ROWS_IN_USE", "ROWS_PENDING"), rows))
+    say(f"quota usage equals the rows: {'yes' if agree else 'NO'}")
 
     queues = {out.cast["queue"] for out in created if out.cast}
-    expected = (all(out.succeeded for out in created) and {"scheduler", "volume.node1@lvm"} <= queues
-                and over.state == "reverted" and (over.error or {}).get("type") == "VolumeLimitExceeded" and agree)
-    if not expected:
-        print("volchain demo: the chain did not behave as expected (see above)", file=sys.stderr)
-        return 1
-    return 0
+    behaved = (all(out.succeeded for out in created) and {"scheduler", "volume.node1@lvm"} <= queues
+               and over.state == "reverted" and (over.error or {}).get("type") == "VolumeLimitExceeded" and agree)
+    columns = ("resource", "limit", "in_use", "reserved", "rows_in_use", "rows_pending")
+    return {
+        "seeded": {"volume_id": source_id, "snapshot_id": snap_id, "host": SOURCE_HOST},
+        "creates": [_as_dict(n, label, out) for n, (label, out) in enumerate(zip(labels, created), 1)]
+        + [_as_dict(4, "size 1 GB, over quota", over)],
+        "volumes_limit": count,
+        "compensation": [{"step": st["step"], "state": st["state"]} for st in steps],
+        "quota": [dict(zip(columns, row)) for row in rows],
+        "quota_equals_rows": agree,
+        "behaved": behaved,
+    }

@@ -18,19 +18,20 @@ def register(sub) -> None:
     image_sub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
 
     add = image_sub.add_parser("add", help="add an image")
-    add.add_argument("--name", required=True)
+    add.add_argument("--name", required=True, help="the image's name")
     add.add_argument("--size-gb", type=non_negative_float, help="size of the image data, in GiB")
     add.add_argument("--virtual-size-gb", type=non_negative_float, help="size of the disk it holds, in GiB")
     add.add_argument("--min-disk", type=int, default=0, help="smallest volume it fits, in GB")
-    add.add_argument("--status", choices=STATUSES, default="active")
+    add.add_argument("--status", choices=STATUSES, default="active", help="Glance status (default active)")
     add.add_argument("--owner", help="owning project (private images are visible to it only)")
-    add.add_argument("--visibility", choices=VISIBILITIES, default="public")
-    add.add_argument("--property", type=key_value, action="append", default=[], metavar="KEY=VALUE")
-    add.add_argument("--json", action="store_true")
+    add.add_argument("--visibility", choices=VISIBILITIES, default="public", help="who sees it (default public)")
+    add.add_argument("--property", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                     help="an image property, e.g. os_type=linux (repeat for more)")
+    add.add_argument("--json", action="store_true", help="print the image as a JSON object")
     add.set_defaults(handler=add_image)
 
     list_ = image_sub.add_parser("list", help="list images")
-    list_.add_argument("--json", action="store_true")
+    list_.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     list_.set_defaults(handler=list_images)
 
 

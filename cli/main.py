@@ -1,10 +1,12 @@
 """volchain's command line: `volchain COMMAND ...` (see `volchain --help`).
 
-Exit status: 0 done; 1 a create failed (create --wait) or the demo misbehaved; 2 bad input or
-an error reported by volchain, printed on one line on stderr, never as a traceback.
-Every command but `demo` uses the configured Settings (VOLCHAIN_DATABASE_URL, VOLCHAIN_BROKER_URL);
-with no database URL, it runs on the embedded servers (workers/embedded.py) and says so on stderr.
-`demo` always runs on embedded servers, in the data directory it is given.
+Exit status: 0 done; 1 a create failed (create --wait), the demo misbehaved or a part of
+`serve` stopped on its own; 2 bad input (an argument, a setting, a server URL: cli/config.py) or an
+error reported by volchain, printed on one line on stderr, never as a traceback.
+Every command but `demo` and `serve` uses the configured Settings (VOLCHAIN_DATABASE_URL,
+VOLCHAIN_BROKER_URL); with no database URL, it runs on the embedded servers (workers/embedded.py)
+and says so on stderr. `demo` always runs on embedded servers, in the data directory it is given;
+`serve` starts the ones not configured (cli/serve.py).
 """
 
 from __future__ import annotations
@@ -12,24 +14,39 @@ from __future__ import annotations
 import logging
 import sys
 
-from cli import api, create, db, demo, flows, images, logs, quota, services, token, volume_types, volumes, worker
+from cli import (api, create, db, demo, flower, flows, images, logs, quota, serve, services, status, token,
+                 volume_types, volumes, worker)
+from cli.config import check_urls
 from cli.parsing import ArgumentParser, UsageError
 
-COMMANDS = (db, worker, api, token, demo, create, quota, volume_types, images, services, flows, volumes)
+COMMANDS = (serve, status, db, worker, api, flower, token, demo, create, quota, volume_types, images, services,
+            flows, volumes)
 PROG = "volchain"
-OWN_SERVERS = ("demo",)  # starts its own embedded servers
-SERVES_OTHER_PROCESSES = ("worker", "api")  # needs servers that other processes can reach
+OWN_SERVERS = ("demo", "serve")  # start their own embedded servers
+SERVES_OTHER_PROCESSES = ("worker", "api", "flower")  # needs servers that other processes can reach
 # Errors reach the user once, as the one-line message below; -v shows the logs as well.
 LOG_LEVELS = (logging.CRITICAL, logging.WARNING, logging.INFO, logging.DEBUG)
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="OpenStack Cinder's create-volume flow as a Celery chain.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
+                        help="print volchain's version and exit")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log warnings (-vv: info, -vvv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version (a checkout that is not installed has none)."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("volchain")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _fail(line: str) -> int:
@@ -42,6 +59,7 @@ def run(args) -> int:
     from workers.embedded import BROKER_URL, DATABASE, servers
     from workers.settings import get_settings
 
+    check_urls(get_settings())
     if args.command in OWN_SERVERS:
         return args.handler(args)
     with servers(get_settings(), serves_other_processes=args.command in SERVES_OTHER_PROCESSES) as embedded:

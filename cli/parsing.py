@@ -40,6 +40,7 @@ def limit_pair(text: str) -> tuple[str, int]:
 
 
 def positive_int(text: str) -> int:
+    """An integer of 1 or more."""
     try:
         value = int(text)
     except ValueError:
@@ -49,7 +50,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {value}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
+    """A number of 0 or more (`inf`: no limit)."""
     try:
         value = float(text)
     except ValueError:

@@ -17,21 +17,22 @@ def register(sub) -> None:
     quota_sub = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
 
     show = quota_sub.add_parser("show", help="limit, in_use and reserved per resource of a project")
-    show.add_argument("--project", required=True)
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--project", required=True, help="the project to show")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.set_defaults(handler=show_usage)
 
     set_ = quota_sub.add_parser("set", help="set limits of a project, or of a quota class")
     target = set_.add_mutually_exclusive_group(required=True)
-    target.add_argument("--project")
+    target.add_argument("--project", help="set the limits of this project")
     target.add_argument("--class", dest="class_name", metavar="CLASS", help="e.g. default (applies to every project)")
     set_.add_argument("limits", nargs="+", type=limit_pair, metavar="RESOURCE=LIMIT", help="-1 means unlimited")
+    set_.add_argument("--json", action="store_true", help="print what was set as a JSON object")
     set_.set_defaults(handler=set_limits)
 
     check = quota_sub.add_parser("check", help="compare usage with the volume and snapshot rows; --sync repairs it")
     check.add_argument("--project", help="only this project (default: every project)")
     check.add_argument("--sync", action="store_true", help="repair the drift found, recording each repair")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--json", action="store_true", help="print JSON instead of tables")
     check.set_defaults(handler=check_usage)
 
 
@@ -67,7 +68,10 @@ def set_limits(args: argparse.Namespace) -> int:
         else:
             quota_engine.set_class_limits(session, limits, args.class_name)
     target = f"project {args.project}" if args.project is not None else f"class {args.class_name}"
-    print(f"quota of {target}: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
+    if args.json:
+        print(render.to_json({"project": args.project, "class": args.class_name, "limits": limits}))
+    else:
+        print(f"quota of {target}: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
     return 0
 
 

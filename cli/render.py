@@ -1,10 +1,12 @@
-"""Output: aligned plain-text tables and JSON."""
+"""Output: aligned plain-text tables, JSON, and progress on stderr."""
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TextIO
 
 
 def timestamp(value: datetime | None) -> str:
@@ -45,3 +47,32 @@ def _default(value: Any) -> Any:
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=_default)
+
+
+class Progress:
+    """How far N things are: on a terminal one line redrawn in place (a bar, the count, what the
+    caller adds, the seconds so far); elsewhere (a pipe, a file) one plain line per thing done."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.started = time.monotonic()
+
+    def update(self, done: int, counts: str, lines: Iterable[str] = ()) -> None:
+        """`done` of `total` so far, `counts` beside the bar; `lines` say what was just done (off a terminal)."""
+        if self.tty:
+            filled = self.WIDTH * done // max(self.total, 1)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total}  {counts}  "
+                              f"{time.monotonic() - self.started:.1f} s\x1b[K")
+        else:
+            for line in lines:
+                self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -9,22 +9,22 @@ from cli import render
 from cli.parsing import key_value
 
 
-
 def register(sub) -> None:
     vtype = sub.add_parser("type", help="volume types")
     type_sub = vtype.add_subparsers(dest="type_command", required=True, metavar="ACTION")
 
     create = type_sub.add_parser("create", help="create a volume type")
-    create.add_argument("name")
-    create.add_argument("--description")
-    create.add_argument("--extra-spec", type=key_value, action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("name", help="the type's name (unique)")
+    create.add_argument("--description", help="the type's description")
+    create.add_argument("--extra-spec", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra spec, e.g. volume_backend_name=lvm (repeat for more)")
     create.add_argument("--private", action="store_true", help="only admins and --project projects may use it")
     create.add_argument("--project", action="append", default=[], help="a project given access (with --private)")
-    create.add_argument("--json", action="store_true")
+    create.add_argument("--json", action="store_true", help="print the type as a JSON object")
     create.set_defaults(handler=create_type)
 
     list_ = type_sub.add_parser("list", help="list volume types")
-    list_.add_argument("--json", action="store_true")
+    list_.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     list_.set_defaults(handler=list_types)
 
 

@@ -27,7 +27,8 @@ def register(sub) -> None:
         "scheduler: consumes the scheduler queue. volume: a volume service for one backend (--host, --path). "
         "sweeper: expire stale reservations and finish stuck flows every VOLCHAIN_SWEEP_INTERVAL_SECONDS.",
     )
-    p.add_argument("role", nargs="?", choices=ROLES, default="steps")
+    p.add_argument("role", nargs="?", choices=ROLES, default="steps",
+                   help="what to run: steps (the default), scheduler, volume or sweeper")
     p.add_argument("--host", help="volume: this backend's host@backend (its queue is volume.<host@backend>)")
     p.add_argument("--driver", default="file", help="volume: the driver (default: file)")
     p.add_argument("--path", help="volume: the file driver's directory (made if missing)")
@@ -40,7 +41,8 @@ def register(sub) -> None:
                    help="prefork (the default for steps) or threads (the default for the scheduler and volume "
                    "services: their tasks wait on PostgreSQL and the disk, and a thread takes a message without the "
                    "hand-over to a child process)")
-    p.add_argument("--loglevel", "-l", choices=LOG_LEVELS, default="info", type=str.lower)
+    p.add_argument("--loglevel", "-l", choices=LOG_LEVELS, default="info", type=str.lower,
+                   help="Celery's log level (default info)")
     p.add_argument("--hostname", "-n", help="node name, e.g. steps1@%%h (needed for two workers on one host)")
     p.set_defaults(handler=run)
 

