@@ -1,4 +1,6 @@
-"""Flower shows our workers, the named steps of a chain, and a failed create's compensation."""
+"""Flower, started as `volchain flower` (its HTTP API usable with no extra setting), shows our
+workers, the named steps of a chain with the flow id as their argument, and a failed create's
+compensation."""
 
 import json
 import os
@@ -29,9 +31,9 @@ def _get(url: str):
 @pytest.fixture
 def flower(workers):
     port = _free_port()
-    env = {**os.environ, **WORKER_ENV, "FLOWER_UNAUTHENTICATED_API": "true"}
+    env = {k: v for k, v in {**os.environ, **WORKER_ENV}.items() if not k.startswith("FLOWER_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}", "--address=127.0.0.1"],
+        [sys.executable, "-m", "cli.main", "flower", "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
@@ -79,6 +81,10 @@ def test_flower_shows_the_chain_steps_by_name_and_a_failure_with_its_compensatio
     names = {t["name"] for t in steps if t.get("name")}
     assert set(step_names) <= names
     assert all(t["state"] == "SUCCESS" for t in steps if t.get("name", "").startswith("volchain.create."))
+    for step in (t for t in steps if t.get("name") in step_names):  # readable: the flow id, nothing secret
+        assert ok.flow_id in step["args"], step
+        assert "vc1." not in step["args"] + step["kwargs"], step
+        assert step["runtime"] is not None and step["runtime"] >= 0, step
 
     failed = _tasks_of(flower, bad.flow_id, want=2, settled=("volchain.create.compensate",))
     by_name = {t["name"]: t for t in failed if t.get("name")}
