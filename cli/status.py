@@ -52,20 +52,12 @@ def workers(timeout: float) -> list[dict[str, Any]]:
 
 
 def queue_depths(queue_names: list[str]) -> dict[str, int]:
-    """Messages waiting in each queue (a queue the broker does not hold has none)."""
-    from kombu.exceptions import ChannelError
-
+    """Messages waiting in each queue, counted as /metrics counts them (tasks/metrics.py)."""
+    from tasks.metrics import queue_depth
     from workers.app import app
 
-    depths = {}
     with app.connection_for_read() as conn:
-        channel = conn.default_channel
-        for name in queue_names:
-            try:
-                depths[name] = channel.queue_declare(queue=name, passive=True).message_count
-            except ChannelError:  # never declared, or emptied (Redis drops an empty list)
-                depths[name] = 0
-    return depths
+        return {name: queue_depth(conn.default_channel, name) for name in queue_names}
 
 
 def flow_counts() -> dict[str, int]:

@@ -116,15 +116,16 @@ class StateCollector:
                 conn.ensure_connection(max_retries=0)  # away: no retrying while the scrape waits
                 channel = conn.default_channel
                 for queue in dict.fromkeys(queues):
-                    depths.add_metric([queue], _depth(channel, queue))
+                    depths.add_metric([queue], queue_depth(channel, queue))
         except Exception as exc:  # the broker away: this scrape has no queue depths
             log.warning("metrics: cannot read queue depths: %s: %s", type(exc).__name__, _first_line(exc))
         else:
             yield depths
 
 
-def _depth(channel, queue: str) -> int:
-    """Messages in `queue`, as the broker's transport counts them (a queue never used is empty)."""
+def queue_depth(channel, queue: str) -> int:
+    """Messages in `queue`, as the broker's transport counts them (a queue never used is empty);
+    also what `volchain status` shows."""
     try:
         return channel.queue_declare(queue=queue, passive=True).message_count
     except ChannelError:  # no such queue yet

@@ -11,6 +11,7 @@ between tests and the workers keep running for the whole session.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ os.environ.update(WORKER_ENV)
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from models.db import session_factory  # noqa: E402
+from models.db import engine_of, session_factory  # noqa: E402
 from tests.invariant import assert_quota_consistent  # noqa: E402
 
 
@@ -99,6 +100,16 @@ def own_database(database_url):
         yield f"{PG_BASE}/{name}"
     finally:
         drop_database(admin, name)
+
+
+@contextmanager
+def sessions_of(database_url: str):
+    """A session factory on a test module's own database (its stack's), disposed of afterwards."""
+    factory = session_factory(database_url)
+    try:
+        yield factory
+    finally:
+        engine_of(factory).dispose()
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from tasks import allocation
 from models.flow_log import TERMINAL_STATES, FlowRun
 from models.quota import Reservation
 from models.volume import Volume
-from tests.conftest import wait_until
+from tests.conftest import sessions_of, wait_until
 
 TERMINAL = {state.value for state in TERMINAL_STATES}
 STACK_ENV = {
@@ -49,11 +49,8 @@ STACK_ENV = {
 
 @pytest.fixture(scope="module")
 def crash_db(stack):
-    from models.db import engine_of, session_factory
-
-    factory = session_factory(stack.database_url)
-    yield factory
-    engine_of(factory).dispose()
+    with sessions_of(stack.database_url) as factory:
+        yield factory
 
 
 @pytest.fixture(scope="module")

@@ -210,20 +210,28 @@ def test_a_method_the_url_does_not_take_is_a_405_with_allow(api_url, issue_token
         assert c.patch(f"/v3/{project}/volumes").headers["Allow"] == "GET, POST"
 
 
-def test_the_api_logs_each_request_and_logs_json_lines_when_asked(workers, tmp_path, issue_token):
-    import json
-
+def _one_request_logged(tmp_path, issue_token, path: str, **env: str):
+    """One GET of `path` (with the project's id in place of {project}) to an API of its own started
+    with `env`; its answer and the lines it logged."""
     port = free_port()
     log = tmp_path / "api.log"
-    proc = start_api(port, "token", extra_env={"VOLCHAIN_LOG_FORMAT": "json"}, log_path=log)
+    proc = start_api(port, "token", extra_env=env, log_path=log)
     project = new_project()
     try:
         wait_for_http(f"http://127.0.0.1:{port}/")
         with client(f"http://127.0.0.1:{port}", issue_token(project)) as c:
-            resp = c.get(f"/v3/{project}/volumes")
+            resp = c.get(path.format(project=project))
     finally:
         stop_worker(proc)
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return resp, project, log.read_text().splitlines()
+
+
+def test_the_api_logs_each_request_and_logs_json_lines_when_asked(workers, tmp_path, issue_token):
+    import json
+
+    resp, project, logged = _one_request_logged(tmp_path, issue_token, "/v3/{project}/volumes",
+                                                VOLCHAIN_LOG_FORMAT="json")
+    lines = [json.loads(line) for line in logged if line.startswith("{")]
     access = [line for line in lines if line["logger"] == "volchain.access"]
     request_id = resp.headers["X-OpenStack-Request-Id"]
     assert any(line["message"].startswith(f"{request_id} 127.0.0.1 GET /v3/{project}/volumes 200 ")
@@ -232,18 +240,9 @@ def test_the_api_logs_each_request_and_logs_json_lines_when_asked(workers, tmp_p
 
 
 def test_a_newline_in_the_url_cannot_forge_a_log_line(workers, tmp_path, issue_token):
-    port = free_port()
-    log = tmp_path / "api.log"
-    proc = start_api(port, "token", log_path=log)
-    project = new_project()
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/")
-        with client(f"http://127.0.0.1:{port}", issue_token(project)) as c:
-            resp = c.get(f"/v3/{project}/volumes/x%0D%0AERROR%20forged%20line")
-    finally:
-        stop_worker(proc)
+    resp, project, lines = _one_request_logged(tmp_path, issue_token,
+                                               "/v3/{project}/volumes/x%0D%0AERROR%20forged%20line")
     assert resp.status_code == 404
-    lines = log.read_text().splitlines()
     assert not any(line.startswith("ERROR forged") for line in lines), lines
     request_id = resp.headers["X-OpenStack-Request-Id"]
     assert any(f"{request_id} 127.0.0.1 GET /v3/{project}/volumes/x%0D%0AERROR%20forged%20line 404 " in line
