@@ -1,7 +1,7 @@
 """volchain's command line: `volchain COMMAND ...` (see `volchain --help`).
 
 Exit status: 0 done; 1 a create failed (create --wait), the demo misbehaved or a part of
-`serve` stopped on its own; 2 bad input (an argument, a setting, a server URL: cli/config.py) or an
+`serve` stopped on its own; 2 bad input (an argument, a setting, a server URL: workers/settings.py) or an
 error reported by volchain, printed on one line on stderr, never as a traceback.
 Every command but `demo` and `serve` uses the configured Settings (VOLCHAIN_DATABASE_URL,
 VOLCHAIN_BROKER_URL); with no database URL, it runs on the embedded servers (workers/embedded.py)
@@ -16,7 +16,6 @@ import sys
 
 from cli import (api, create, db, demo, flower, flows, images, logs, quota, serve, services, status, token,
                  volume_types, volumes, worker)
-from cli.config import check_urls
 from cli.parsing import ArgumentParser, UsageError
 
 COMMANDS = (serve, status, db, worker, api, flower, token, demo, create, quota, volume_types, images, services,
@@ -59,7 +58,7 @@ def run(args) -> int:
     from workers.embedded import BROKER_URL, DATABASE, servers
     from workers.settings import get_settings
 
-    check_urls(get_settings())
+    get_settings()  # a wrong setting or server URL stops here, in one line (main)
     if args.command in OWN_SERVERS:
         return args.handler(args)
     with servers(get_settings(), serves_other_processes=args.command in SERVES_OTHER_PROCESSES) as embedded:

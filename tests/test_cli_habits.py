@@ -75,12 +75,15 @@ def test_every_command_that_prints_data_has_json():
     (["worker"], {"task_events": "maybe"},
      "volchain: error: invalid settings: VOLCHAIN_TASK_EVENTS: Input should be a valid boolean"),
     (["status"], {"database_url": "mysql://u:secret@db/volchain"},
-     "volchain: error: VOLCHAIN_DATABASE_URL: unsupported database mysql:// (in mysql://u:***@db/volchain); "
+     "volchain: error: invalid settings: VOLCHAIN_DATABASE_URL: unsupported database mysql:// "
+     "(in mysql://u:***@db/volchain); "
      "volchain needs PostgreSQL through psycopg: postgresql+psycopg://user@host/db"),
     (["serve"], {"database_url": "postgresql://u@db/volchain"}, "unsupported database postgresql://"),
-    (["api"], {"database_url": "not a url"}, "volchain: error: VOLCHAIN_DATABASE_URL is not a database URL"),
+    (["api"], {"database_url": "not a url"},
+     "volchain: error: invalid settings: VOLCHAIN_DATABASE_URL: not a database URL"),
     (["demo"], {"broker_url": "amqp://guest:secret@rabbit//"},
-     "volchain: error: VOLCHAIN_BROKER_URL: unsupported broker amqp://guest:**@rabbit//; volchain needs Redis"),
+     "volchain: error: invalid settings: VOLCHAIN_BROKER_URL: unsupported broker amqp://guest:**@rabbit//; "
+     "volchain needs Redis"),
     (["token", "issue", "--project", "ab", "--user", "u"], {"broker_url": "nonsense"},
      "VOLCHAIN_BROKER_URL: unsupported broker nonsense"),
 ])

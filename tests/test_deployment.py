@@ -216,3 +216,17 @@ def test_docker_compose_accepts_the_file_where_the_tool_is_present():
     out = subprocess.run([docker, "compose", "-f", str(REPO / "compose.yaml"), "config", "--quiet"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_celery_worker_started_directly_refuses_a_server_volchain_cannot_use(tmp_path):
+    """The server URL rule is the settings' own: `celery -A workers.app worker` refuses too."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VOLCHAIN_")},
+           "VOLCHAIN_DATABASE_URL": "mysql://u:secret@db/volchain", "VOLCHAIN_BROKER_URL": "redis://127.0.0.1:1/0"}
+    out = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "solo"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "unsupported database mysql://" in out.stderr and "secret" not in out.stderr

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Literal
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_DATA_DIR = Path("volchain-data")
@@ -37,10 +37,15 @@ def default_worker_concurrency() -> int:
     return min(CHILDREN_PER_CPU * cpu_count(), MAX_DEFAULT_CHILDREN)
 
 
+DATABASE_DRIVER = "postgresql+psycopg"
+BROKER_SCHEMES = ("redis", "rediss", "memory")
+
+
 class Settings(BaseSettings):
     """volchain configuration; each field maps to `VOLCHAIN_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="VOLCHAIN_", extra="ignore")
+    # hide_input_in_errors: a refused URL may carry a password; the errors name the field, not the value.
+    model_config = SettingsConfigDict(env_prefix="VOLCHAIN_", extra="ignore", hide_input_in_errors=True)
 
     database_url: str | None = Field(
         None,
@@ -184,6 +189,39 @@ class Settings(BaseSettings):
         "values; the metrics port adds them up. Required with metrics_port and the prefork pool; a worker empties "
         "it at start."
     )
+
+    # The servers volchain can use, whoever reads the settings (the CLI, `celery -A workers.app`):
+    # PostgreSQL through psycopg 3 (the one driver installed; the models use PostgreSQL's own SQL),
+    # and Redis (the API waits on its pub/sub; status and metrics read its queues) or the embedded
+    # in-process `memory://`.
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_through_psycopg(cls, url: str | None) -> str | None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if url is None:
+            return url
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError(f"not a database URL; volchain needs PostgreSQL: {DATABASE_DRIVER}://user@host/db"
+                             ) from None
+        if parsed.drivername != DATABASE_DRIVER:
+            shown = parsed.render_as_string(hide_password=True)
+            raise ValueError(f"unsupported database {parsed.drivername}:// (in {shown}); volchain needs PostgreSQL "
+                             f"through psycopg: {DATABASE_DRIVER}://user@host/db")
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis(cls, url: str) -> str:
+        from kombu.utils.url import maybe_sanitize_url
+
+        if "://" not in url or url.partition("://")[0] not in BROKER_SCHEMES:
+            raise ValueError(f"unsupported broker {maybe_sanitize_url(url)}; volchain needs Redis: "
+                             "redis://host:6379/0 (or rediss://)")
+        return url
 
     @model_validator(mode="after")
     def _redelivery_before_deadline(self) -> "Settings":
