@@ -53,7 +53,7 @@ if str(REPO) not in sys.path:  # run as `python bench/api_load.py` from anywhere
 
 from bench.harness import (  # noqa: E402
     BenchError, check_redis, cpu_delta, create_database, drop_database, free_port, log, percentile, pg_cpu,
-    tree_cpu,
+    run_main, tail, tree_cpu,
 )
 from workers.settings import default_worker_concurrency  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -216,13 +216,6 @@ def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the process's own session: it and its children only
             proc.wait(timeout=10)
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 class Bench:
@@ -686,11 +679,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        log(f"FAILED: {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    run_main(main)

@@ -53,7 +53,8 @@ if str(REPO) not in sys.path:  # run as `python bench/chain_throughput.py` from 
     sys.path.insert(0, str(REPO))
 
 from bench.harness import (  # noqa: E402
-    BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, tree_cpu,
+    BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, run_main,
+    stop_worker, tail, tree_cpu,
 )
 from workers.settings import default_worker_concurrency  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -423,23 +424,6 @@ def start_worker(kind: str, events: bool, pool: str, concurrency: int, env: dict
                                 start_new_session=True)
 
 
-def stop_worker(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # warm shutdown: pool children exit with it
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the worker's own session: it and its pool only
-            proc.wait(timeout=10)
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def run_config(kind: str, events: bool, args, database_url: str, r, log_dir: Path, repo: Path = REPO) -> dict:
     """One configuration: fresh workers and a driver, both running `repo`'s code (cwd and PYTHONPATH).
 
@@ -787,11 +771,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        log(f"FAILED: {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    run_main(main)

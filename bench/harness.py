@@ -1,13 +1,20 @@
-"""What both benchmarks share: logging, errors, percentiles, their own database and Redis db,
-and CPU accounting from /proc (Linux; those functions return None elsewhere)."""
+"""What the benchmarks share: logging, errors and their entry point, percentiles, their own
+database and Redis db, the processes they start, and CPU accounting from /proc (Linux; those
+functions return None elsewhere)."""
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workers.embedded import free_port  # noqa: F401  (the benches, the stack and the tests take it from here)
 
 
 def log(msg: str) -> None:
@@ -39,13 +46,74 @@ def check_redis(r, url: str, our_keys: tuple[str, ...]) -> None:
                          "it is emptied before and after a run, so give the bench a db of its own (--redis)")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    import socket
+def run_main(main) -> None:
+    """A bench's entry point: exit with main()'s code; a BenchError is one FAILED line (exit 2),
+    Ctrl-C exit 130."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        log(f"FAILED: {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a log (empty if it cannot be read)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    """Stop a process started in a session of its own: SIGTERM (a Celery worker's warm shutdown
+    takes its pool children with it), then SIGKILL to its whole session after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the process's own session: it and its pool only
+            proc.wait(timeout=10)
+
+
+@dataclass
+class ProcessGroups:
+    """A bench's volchain processes by group (`python -m cli.main ARGV`, each in a session of its
+    own, so a Ctrl-C reaches only the bench, which then stops them), with their logs."""
+
+    procs: dict[str, list[subprocess.Popen]] = field(default_factory=dict, kw_only=True)
+    logs: list[Path] = field(default_factory=list, kw_only=True)
+
+    def launch(self, group: str, log_path: Path, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.logs.append(log_path)
+        with open(log_path, "ab") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "cli.main", *argv], cwd=cwd, env=env,
+                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.setdefault(group, []).append(proc)
+
+    def pids(self, group: str) -> list[int]:
+        return [p.pid for p in self.procs.get(group, [])]
+
+    def check_alive(self, who: str = "") -> None:
+        dead = [(group, p.pid, p.returncode) for group, procs in self.procs.items() for p in procs
+                if p.poll() is not None]
+        if dead:
+            raise BenchError(f"{who}process(es) exited: {dead}\n{self.log_tails()}")
+
+    def log_tails(self) -> str:
+        return "\n".join(f"--- {path.name}\n{tail(path, 15)}" for path in self.logs)
+
+    def stop(self) -> None:
+        for procs in self.procs.values():
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)  # all at once: their warm shutdowns overlap
+        for procs in self.procs.values():
+            for proc in procs:
+                stop_worker(proc)  # waits; kills the process's own session if it does not stop
 
 
 def create_database(pg: str) -> tuple[str, object]:

@@ -55,9 +55,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/lifecycle_throughput.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from bench.chain_throughput import OUR_KEYS, clean_env, fmt, stop_worker, tail, wait_for_workers  # noqa: E402
+from bench.chain_throughput import OUR_KEYS, clean_env, fmt, wait_for_workers  # noqa: E402
 from bench.harness import (  # noqa: E402
-    BenchError, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu, tree_cpu,
+    BenchError, ProcessGroups, check_redis, cpu_delta, create_database, drop_database, log, percentile, pg_cpu,
+    run_main, tail, tree_cpu,
 )
 from workers.settings import default_worker_concurrency  # noqa: E402
 
@@ -79,50 +80,22 @@ POLL_S = {"chain": 0.02, "full": 0.05}  # how often the submitter checks how man
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class Fleet:
+class Fleet(ProcessGroups):
     """Every volchain process of the run, by group, with their logs."""
 
     run_id: str
     env: dict[str, str]
     log_dir: Path
-    procs: dict[str, list[subprocess.Popen]] = field(default_factory=dict)
-    logs: list[Path] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
 
     def start(self, group: str, name: str, argv: list[str]) -> None:
-        """`volchain worker ARGV` (python -m cli.main, as the tests start it) in a session of its own,
-        so a Ctrl-C reaches only this script, which then stops it."""
-        path = self.log_dir / f"{name}.log"
-        self.logs.append(path)
-        with open(path, "ab") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", *argv], cwd=REPO, env=self.env,
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.setdefault(group, []).append(proc)
-
-    def pids(self, group: str) -> list[int]:
-        return [p.pid for p in self.procs.get(group, [])]
+        """`volchain worker ARGV`, as the tests start it."""
+        self.launch(group, self.log_dir / f"{name}.log", ["worker", *argv], self.env, REPO)
 
     @property
     def scheduler_node(self) -> str:
         return f"bench-scheduler-{self.run_id}"
 
-    def check_alive(self) -> None:
-        dead = [(group, p.pid, p.returncode) for group, procs in self.procs.items() for p in procs
-                if p.poll() is not None]
-        if dead:
-            raise BenchError(f"process(es) exited: {dead}\n{self.log_tails()}")
-
-    def log_tails(self) -> str:
-        return "\n".join(f"--- {path.name}\n{tail(path, 15)}" for path in self.logs)
-
-    def stop(self) -> None:
-        for procs in self.procs.values():
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)  # all at once: their warm shutdowns overlap
-        for procs in self.procs.values():
-            for proc in procs:
-                stop_worker(proc)  # waits; kills the process's own session if it does not stop
 
 
 def start_fleet(fleet: Fleet, args, volume_dir: Path) -> None:
@@ -684,11 +657,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        log(f"FAILED: {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    run_main(main)

@@ -43,7 +43,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,10 +55,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/scale.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from bench.chain_throughput import OUR_KEYS, clean_env, fmt, stop_worker, tail  # noqa: E402
+from bench.chain_throughput import OUR_KEYS, clean_env, fmt  # noqa: E402
 from bench.harness import (  # noqa: E402
-    BenchError, check_redis, cpu_delta, create_database, drop_database, free_port, log, percentile, pg_cpu,
-    tree_cpu,
+    BenchError, ProcessGroups, check_redis, cpu_delta, create_database, drop_database, free_port, log, percentile,
+    pg_cpu, run_main, tree_cpu,
 )
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -289,7 +288,7 @@ def next_db(url: str) -> str:
 
 
 @dataclass
-class Stack:
+class Stack(ProcessGroups):
     """The processes of one database, with their logs, and what the bench reads from them."""
 
     label: str
@@ -298,8 +297,6 @@ class Stack:
     redis_url: str
     work_dir: Path
     run_id: str
-    procs: dict[str, list[subprocess.Popen]] = field(default_factory=dict)
-    logs: list[Path] = field(default_factory=list)
     base_url: str = ""
     engine: object = None
     tokens: dict[str, str] = field(default_factory=dict)  # project -> member token
@@ -311,13 +308,7 @@ class Stack:
         return f"scale-{self.label}-{self.run_id}@file"
 
     def start(self, group: str, name: str, argv: list[str], env: dict) -> None:
-        """`python -m cli.main ARGV` in a session of its own (a Ctrl-C reaches only the bench)."""
-        path = self.work_dir / f"{self.label}-{name}.log"
-        self.logs.append(path)
-        with open(path, "ab") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "cli.main", *argv], cwd=REPO, env=env,
-                                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.setdefault(group, []).append(proc)
+        self.launch(group, self.work_dir / f"{self.label}-{name}.log", argv, env, REPO)
 
     def start_all(self, concurrency: int) -> None:
         env = clean_env(self.database_url, self.redis_url, True)  # volchain's defaults, as shipped
@@ -333,26 +324,11 @@ class Stack:
         self.start("api", "api", ["api", "--port", str(port), "--workers", "1", "--log-level", "warning"], env)
         self.base_url = f"http://127.0.0.1:{port}"
 
-    def pids(self, group: str) -> list[int]:
-        return [p.pid for p in self.procs.get(group, [])]
-
     def check_alive(self) -> None:
-        dead = [(group, p.pid, p.returncode) for group, procs in self.procs.items() for p in procs
-                if p.poll() is not None]
-        if dead:
-            raise BenchError(f"{self.label}: process(es) exited: {dead}\n{self.log_tails()}")
-
-    def log_tails(self) -> str:
-        return "\n".join(f"--- {path.name}\n{tail(path, 15)}" for path in self.logs)
+        super().check_alive(f"{self.label}: ")
 
     def stop(self) -> None:
-        for procs in self.procs.values():
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)  # all at once: their warm shutdowns overlap
-        for procs in self.procs.values():
-            for proc in procs:
-                stop_worker(proc)  # waits; kills the process's own session if it does not stop
+        super().stop()
         if self.poller is not None:
             self.poller.close()
             self.poller = None
@@ -763,11 +739,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        log(f"FAILED: {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    run_main(main)

@@ -34,11 +34,10 @@ from typing import Iterator
 from celery.worker import WorkController
 
 from tasks.errors import EmbeddedError
-from workers.settings import EMBEDDED_BROKER_URL, Settings, get_settings
+from workers.settings import DATABASE_DRIVER as DRIVER, EMBEDDED_BROKER_URL, Settings, get_settings
 
 BROKER_URL = EMBEDDED_BROKER_URL
 DATABASE = "volchain"  # created in the embedded server next to its `postgres` maintenance database
-DRIVER = "postgresql+psycopg"
 ENV_DATABASE_URL = "VOLCHAIN_DATABASE_URL"
 ENV_BROKER_URL = "VOLCHAIN_BROKER_URL"
 ENV_TASK_EVENTS = "VOLCHAIN_TASK_EVENTS"
@@ -252,6 +251,13 @@ def redis_binary() -> str:
     return found
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (serve's broker; the benches and tests too)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextmanager
 def redis_server(data_dir: Path) -> Iterator[str]:
     """A Redis server of this command's own while the block runs; yields its URL.
@@ -261,8 +267,6 @@ def redis_server(data_dir: Path) -> Iterator[str]:
     (it flushes the file and exits), killed if it does not stop in time.
     """
     import redis
-
-    from bench.harness import free_port
 
     binary = redis_binary()
     try:
