@@ -147,7 +147,7 @@ async def show_snapshot(snapshot_id: str, s: Scope = Depends(scope)):
             responses=answers(403), openapi_extra=request_body(SNAPSHOT_UPDATE))
 async def update_snapshot(snapshot_id: str, request: Request, s: Scope = Depends(scope)):
     body = _snapshot_body(await json_body(request))
-    allowed = {"name", "display_name", "description", "display_description"}
+    allowed = set(SNAPSHOT_UPDATE["properties"]["snapshot"]["properties"])  # the documented keys, one list
     if not body or set(body) - allowed:
         raise errors.InvalidInput(reason=f"Only {', '.join(sorted(allowed))} may be updated.")
     _require_writer(s, "volume:update_snapshot")
